@@ -1,0 +1,1 @@
+"""Network edges and the command line around the StreamGuard core."""

@@ -1,0 +1,121 @@
+"""The ``streamguard`` command: scan files, run the live demo, import models.
+
+Configuration is resolved here, at the edge, and passed into the core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from streamguard import GuardConfig, ModelError, StreamGuardError
+from streamguard.windows import WindowSpec
+
+EXIT_OK = 0
+EXIT_FILE_FAILED = 1
+EXIT_USAGE = 2
+
+
+def user_model_dir() -> Path:
+    """Where imported models go: ``$STREAMGUARD_MODEL_DIR`` or the XDG data dir."""
+    env = os.environ.get("STREAMGUARD_MODEL_DIR")
+    if env:
+        return Path(env)
+    data_home = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return data_home / "streamguard" / "models"
+
+
+def resolve_model(spec: str | None) -> Path | None:
+    """A model path, or the name of a model in the user model dir; None = shipped default."""
+    if spec is None:
+        return None
+    path = Path(spec)
+    if path.suffix == ".onnx" or path.exists():
+        return path
+    return user_model_dir() / f"{spec}.onnx"
+
+
+def guard_config(args: argparse.Namespace) -> GuardConfig:
+    window = WindowSpec(hop=int(args.hop * 16000))
+    return GuardConfig(model_path=resolve_model(args.model), window=window)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamguard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def model_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", help="ONNX file or imported model name (default: shipped)")
+        p.add_argument("--hop", type=float, default=1.0, help="window hop in seconds")
+
+    scan = sub.add_parser("scan", help="score audio/video files for synthetic speech")
+    scan.add_argument("files", nargs="+", help="media files (anything PyAV opens)")
+    scan.add_argument("--json", action="store_true", help="JSON Lines, one object per file")
+    model_options(scan)
+
+    demo = sub.add_parser("demo", help="play calls through the live pipeline and show verdicts")
+    demo.add_argument("files", nargs="*", help="media files (default: bundled sample calls)")
+    demo.add_argument("--speed", type=float, default=1.0, help="playback speed (1 = real time)")
+    model_options(demo)
+
+    models = sub.add_parser("models", help="manage detector models")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    imp = models_sub.add_parser("import", help="convert a published checkpoint to ONNX")
+    imp.add_argument("family", choices=["aasist"], help="model family of the checkpoint")
+    imp.add_argument("checkpoint", type=Path)
+    imp.add_argument("--model-dir", type=Path, default=None,
+                     help="destination (default: $STREAMGUARD_MODEL_DIR or ~/.local/share)")
+    imp.add_argument("--name", default=None, help="model name (default from the variant)")
+    models_sub.add_parser("list", help="list imported models")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "scan":
+            from gateway.scan_command import run_scan
+
+            return asyncio.run(run_scan(args.files, guard_config(args), as_json=args.json))
+        if args.command == "demo":
+            from gateway.demo import run_demo
+
+            return asyncio.run(run_demo(args.files, guard_config(args), speed=args.speed))
+        if args.command == "models":
+            return run_models(args)
+    except ModelError as exc:
+        print(f"streamguard: model error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+def run_models(args: argparse.Namespace) -> int:
+    model_dir = args.model_dir if getattr(args, "model_dir", None) else user_model_dir()
+    if args.models_command == "list":
+        for meta in sorted(model_dir.glob("*.json")):
+            info = json.loads(meta.read_text())
+            print(f"{meta.stem:20s} {info.get('architecture', '?'):10s} {info.get('version', '?')}")
+        return EXIT_OK
+    try:
+        from streamguard.importers.aasist import import_aasist
+    except ImportError as exc:
+        print(f"streamguard: importing needs the dev extra (torch): {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        path = import_aasist(args.checkpoint, model_dir, name=args.name)
+    except StreamGuardError as exc:
+        print(f"streamguard: import failed: {exc}", file=sys.stderr)
+        return EXIT_FILE_FAILED
+    print(f"imported {args.checkpoint} -> {path}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""What the core hands out: verdicts and notices, as plain typed records.
+
+Adapters serialise these with ``to_dict()``; every verdict carries its window
+times, raw score, calibrated probability with an uncertainty interval, the
+state, and the model version that produced it, so a decision can be traced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class State(StrEnum):
+    LISTENING = "listening"
+    CLEAR = "clear"
+    SUSPECT = "suspect"
+    SYNTHETIC = "synthetic"
+    DISCLOSED_SYNTHETIC = "disclosed_synthetic"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The stream's judgement after a scored window (or at close, ``final``).
+
+    ``probability`` is P(speech is synthetic) fused over recent windows and
+    ``interval`` its uncertainty (90 % by default); both are ``None`` only for
+    a final verdict on a stream that never had enough speech.
+    """
+
+    stream_id: str
+    tenant: str
+    seq: int
+    start: float
+    end: float
+    raw_score: float | None
+    window_probability: float | None
+    probability: float | None
+    interval: tuple[float, float] | None
+    state: State
+    previous_state: State
+    windows_scored: int
+    detector: str
+    model_version: str
+    speech_ratio: float | None = None
+    latency_ms: float | None = None
+    final: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return self.state is not self.previous_state
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["type"] = "verdict"
+        out["state"] = self.state.value
+        out["previous_state"] = self.previous_state.value
+        out["changed"] = self.changed
+        out["interval"] = list(self.interval) if self.interval else None
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something an operator should know that is not a judgement.
+
+    Kinds: ``window_dropped`` (overload or inference failure),
+    ``media_error`` (bad input that was discarded), ``gap`` (missing media
+    filled with silence).
+    """
+
+    stream_id: str
+    kind: str
+    message: str
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["type"] = "notice"
+        return out
+
+
+Event = Verdict | Notice

@@ -1,0 +1,76 @@
+"""The Guard: models loaded once, one batcher, many sessions.
+
+This is the seam between adapters and the core (see ARCHITECTURE.md):
+``open_session`` per stream, ``feed_audio`` in, ``events()`` out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from types import TracebackType
+from typing import Any
+
+from streamguard.calibration import calibration_sd
+from streamguard.config import GuardConfig
+from streamguard.detectors.voice_clone import VoiceCloneDetector
+from streamguard.inference.batcher import MicroBatcher
+from streamguard.inference.onnx_model import OnnxModel
+from streamguard.session import Session, SessionSettings
+
+
+class Guard:
+    def __init__(self, config: GuardConfig, model: OnnxModel) -> None:
+        self.config = config
+        self.model = model
+        self.detector = VoiceCloneDetector(model.info)
+        window = config.window
+        if window.length != model.info.input_samples:
+            window = replace(window, length=model.info.input_samples,
+                             first_after=min(window.first_after, model.info.input_samples))
+        cal = model.info.calibration
+        self._settings = SessionSettings(
+            window=window, fusion=config.fusion, vad_aggressiveness=config.vad_aggressiveness,
+            max_gap_seconds=config.max_gap_seconds,
+            calibration_sd=calibration_sd(cal.method, cal.n),
+        )
+        self.batcher = MicroBatcher(
+            model.run, max_batch=config.max_batch, max_delay=config.max_delay_ms / 1000.0,
+            max_pending_per_stream=config.max_pending_per_stream, workers=config.workers,
+        )
+        self.sessions: dict[str, Session] = {}
+
+    @classmethod
+    def from_config(cls, config: GuardConfig | None = None) -> Guard:
+        config = config or GuardConfig()
+        model = OnnxModel(config.resolved_model_path(), intra_op_threads=config.intra_op_threads)
+        return cls(config, model)
+
+    def open_session(self, stream_id: str, *, tenant: str = "default", kind: str = "call",
+                     meta: Mapping[str, Any] | None = None) -> Session:
+        """Start judging a stream; must be called from a running event loop."""
+        current = self.sessions.get(stream_id)
+        if current is not None and not current.closed:
+            raise ValueError(f"stream {stream_id!r} already has an open session")
+        self.batcher.start()
+        session = Session(stream_id, tenant=tenant, kind=kind, meta=meta or {},
+                          detector=self.detector, batcher=self.batcher, settings=self._settings)
+        self.sessions[stream_id] = session
+        return session
+
+    async def close_session(self, stream_id: str) -> None:
+        session = self.sessions.pop(stream_id, None)
+        if session is not None:
+            await session.close()
+
+    async def close(self) -> None:
+        for stream_id in list(self.sessions):
+            await self.close_session(stream_id)
+        await self.batcher.close()
+
+    async def __aenter__(self) -> Guard:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()

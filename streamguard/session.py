@@ -1,0 +1,218 @@
+"""One live stream's path through the core: media in, events out.
+
+``feed_audio`` does only cheap work (resample, VAD, windowing) and hands
+windows to the shared batcher; it never awaits inference, so a slow model or
+a misbehaving neighbour cannot stall this stream's media path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamguard.detectors.voice_clone import VoiceCloneDetector
+from streamguard.errors import MediaError, SessionClosedError
+from streamguard.events import Event, Notice, State, Verdict
+from streamguard.fusion import FusionConfig, StreamFusion
+from streamguard.inference.batcher import MicroBatcher
+from streamguard.media.frames import AudioChunk
+from streamguard.media.resample import StreamResampler
+from streamguard.vad import SpeechGate
+from streamguard.windows import SlidingWindower, Window, WindowSpec
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    window: WindowSpec
+    fusion: FusionConfig
+    vad_aggressiveness: int
+    max_gap_seconds: float
+    calibration_sd: float
+
+
+class Session:
+    def __init__(self, stream_id: str, *, tenant: str, kind: str, meta: Mapping[str, Any],
+                 detector: VoiceCloneDetector, batcher: MicroBatcher,
+                 settings: SessionSettings) -> None:
+        self.stream_id = stream_id
+        self.tenant = tenant
+        self.kind = kind
+        self.meta = dict(meta)
+        self._detector = detector
+        self._batcher = batcher
+        self._settings = settings
+        spec = settings.window
+        self._fusion = StreamFusion(
+            settings.fusion, calibration_sd=settings.calibration_sd,
+            window_seconds=spec.length / spec.sample_rate, hop_seconds=spec.hop / spec.sample_rate,
+        )
+        self._gate = SpeechGate(settings.vad_aggressiveness)
+        self._resampler: StreamResampler | None = None
+        self._windower: SlidingWindower | None = None
+        self._expected_pts: int | None = None
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._outstanding = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._seq = 0
+        self._closed = False
+        self.final: Verdict | None = None
+        self.media_seconds = 0.0
+
+    @property
+    def state(self) -> State:
+        return self._fusion.state
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def backlog(self) -> int:
+        """Windows of this stream submitted but not yet scored or dropped."""
+        return self._outstanding
+
+    def feed_audio(self, chunk: AudioChunk) -> None:
+        if self._closed:
+            raise SessionClosedError(f"session {self.stream_id} is closed")
+        if chunk.stream_id != self.stream_id:
+            raise MediaError(f"chunk for {chunk.stream_id!r} fed to session {self.stream_id!r}")
+        pcm = self._align(chunk)
+        if len(pcm) == 0:
+            return
+        self.media_seconds += len(pcm) / chunk.sample_rate
+        assert self._resampler is not None
+        self._process(self._resampler.push(pcm))
+
+    async def drained(self) -> None:
+        """Wait until every submitted window is scored or dropped."""
+        await self._idle.wait()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Verdicts and notices in order; ends after the final verdict."""
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            yield item
+
+    async def close(self) -> Verdict:
+        """Score the tail, wait for outstanding windows, emit the final verdict."""
+        if self.final is not None:
+            return self.final
+        if not self._closed:
+            self._closed = True
+            if self._resampler is not None:
+                self._process(self._resampler.flush())
+            if self._windower is not None:
+                frames, flags = self._gate.flush()
+                windows = self._windower.push(frames, flags) + self._windower.flush()
+                for window in windows:
+                    self._submit(window)
+        await self._idle.wait()
+        if self.final is None:
+            self.final = self._final_verdict()
+            self._queue.put_nowait(self.final)
+            self._queue.put_nowait(None)
+        return self.final
+
+    def _align(self, chunk: AudioChunk) -> npt.NDArray[np.int16]:
+        """Follow the media clock: fill short gaps, restart after long ones, drop repeats."""
+        rate = chunk.sample_rate
+        if self._resampler is None or self._resampler.input_rate != rate:
+            if self._resampler is not None:
+                self._process(self._resampler.flush())
+            self._resampler = StreamResampler(rate, self._settings.window.sample_rate)
+            self._expected_pts = None
+        pcm = chunk.pcm
+        if chunk.pts is not None and self._expected_pts is not None:
+            gap = chunk.pts - self._expected_pts
+            if gap < 0:
+                pcm = pcm[-gap:]
+                if len(pcm) == 0:
+                    return pcm
+            elif gap > 0:
+                at = self._expected_pts / rate
+                if gap <= self._settings.max_gap_seconds * rate:
+                    pcm = np.concatenate([np.zeros(gap, dtype=np.int16), pcm])
+                    self._notice("gap", f"{gap / rate:.3f} s of missing media filled", at)
+                else:
+                    self._restart_windows(chunk.pts / rate)
+                    self._notice("gap", f"{gap / rate:.1f} s without media; windows restart", at)
+        if self._windower is None:
+            self._restart_windows((chunk.pts or 0) / rate)
+        if chunk.pts is not None:
+            self._expected_pts = chunk.pts + len(chunk.pcm)
+        elif self._expected_pts is not None:
+            self._expected_pts += len(chunk.pcm)
+        return pcm
+
+    def _restart_windows(self, origin: float) -> None:
+        self._gate = SpeechGate(self._settings.vad_aggressiveness)
+        self._windower = SlidingWindower(self.stream_id, self._settings.window, origin)
+
+    def _process(self, pcm16k: npt.NDArray[np.int16]) -> None:
+        if len(pcm16k) == 0 or self._windower is None:
+            return
+        frames, flags = self._gate.push(pcm16k)
+        for window in self._windower.push(frames, flags):
+            self._submit(window)
+
+    def _submit(self, window: Window) -> None:
+        payload = self._detector.prepare(window.samples)
+        self._outstanding += 1
+        self._idle.clear()
+        self._batcher.submit(self.stream_id, payload,
+                             partial(self._on_result, window), partial(self._on_drop, window))
+
+    def _on_result(self, window: Window, logits: npt.NDArray[np.float32], latency: float) -> None:
+        score = self._detector.score(logits)
+        estimate = self._fusion.add(self._detector.calibrated_logit(score.margin))
+        self._seq += 1
+        self._queue.put_nowait(Verdict(
+            stream_id=self.stream_id, tenant=self.tenant, seq=self._seq,
+            start=window.start, end=window.end,
+            raw_score=score.margin, window_probability=score.probability,
+            probability=estimate.probability, interval=estimate.interval,
+            state=estimate.state, previous_state=estimate.previous_state,
+            windows_scored=self._fusion.windows, detector=self._detector.name,
+            model_version=self._detector.version, speech_ratio=window.speech_ratio,
+            latency_ms=latency * 1000.0,
+        ))
+        self._finished_one()
+
+    def _on_drop(self, window: Window, reason: str) -> None:
+        self._notice("window_dropped", f"window {window.start:.2f}-{window.end:.2f} s: {reason}",
+                     window.end)
+        self._finished_one()
+
+    def _finished_one(self) -> None:
+        self._outstanding -= 1
+        if self._outstanding == 0:
+            self._idle.set()
+
+    def _notice(self, kind: str, message: str, at: float) -> None:
+        self._queue.put_nowait(Notice(self.stream_id, kind, message, at))
+
+    def _final_verdict(self) -> Verdict:
+        overall = self._fusion.overall()
+        end = 0.0
+        if self._windower is not None:
+            rate = self._settings.window.sample_rate
+            end = self._windower.origin + self._windower.total_samples / rate
+        self._seq += 1
+        return Verdict(
+            stream_id=self.stream_id, tenant=self.tenant, seq=self._seq,
+            start=0.0, end=end, raw_score=None, window_probability=None,
+            probability=overall.probability if overall else None,
+            interval=overall.interval if overall else None,
+            state=overall.state if overall else State.LISTENING,
+            previous_state=self._fusion.state, windows_scored=self._fusion.windows,
+            detector=self._detector.name, model_version=self._detector.version, final=True,
+        )
