@@ -20,8 +20,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/eer.py
-	$(BIN)/python bench/throughput.py
+	$(BIN)/python -m bench.eer
+	$(BIN)/python -m bench.throughput
 
 clean:
 	rm -rf $(VENV)
