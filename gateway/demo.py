@@ -12,7 +12,16 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from streamguard import AudioChunk, Guard, GuardConfig, MediaError, Notice, Session, Verdict
+from streamguard import (
+    Action,
+    AudioChunk,
+    Event,
+    Guard,
+    GuardConfig,
+    MediaError,
+    Notice,
+    Session,
+)
 from streamguard.media import decode_file
 
 FRAME_SECONDS = 0.02
@@ -24,9 +33,13 @@ def bundled_samples() -> list[str]:
     return [str(base / name) for name in SAMPLES]
 
 
-def format_event(name: str, event: Verdict | Notice) -> str:
+def format_event(name: str, event: Event) -> str:
     if isinstance(event, Notice):
         return f"[{event.at:6.1f}s] {name:<22} notice {event.kind}: {event.message}"
+    if isinstance(event, Action):
+        text = f" — {event.text}" if event.text else ""
+        return (f"[{event.at:6.1f}s] {name:<22} >> ACTION {event.kind.value.upper()} "
+                f"({event.reason}; rule {event.rule}){text}")
     if event.final:
         if event.probability is None or event.interval is None:
             return f"== {name:<22} FINAL {event.state.value.upper()} (not enough speech)"

@@ -6,12 +6,16 @@ never opens a socket.
 
 from streamguard.config import GuardConfig
 from streamguard.errors import MediaError, ModelError, SessionClosedError, StreamGuardError
-from streamguard.events import Event, Notice, State, Verdict
+from streamguard.events import Action, ActionKind, Event, Notice, State, Verdict
 from streamguard.guard import Guard
 from streamguard.media.frames import AudioChunk
+from streamguard.policy import DEFAULT_POLICY, Policy
 from streamguard.session import Session
 
 __all__ = [
+    "DEFAULT_POLICY",
+    "Action",
+    "ActionKind",
     "AudioChunk",
     "Event",
     "Guard",
@@ -19,6 +23,7 @@ __all__ = [
     "MediaError",
     "ModelError",
     "Notice",
+    "Policy",
     "Session",
     "SessionClosedError",
     "State",

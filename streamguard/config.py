@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from streamguard.fusion import FusionConfig
+from streamguard.policy import DEFAULT_POLICY, Policy
 from streamguard.windows import WindowSpec
 
 DEFAULT_MODEL = "voice_clone.onnx"
@@ -38,6 +39,7 @@ class GuardConfig:
     model_path: Path | None = None
     window: WindowSpec = field(default_factory=WindowSpec)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    policy: Policy = DEFAULT_POLICY
     vad_aggressiveness: int = 2
     max_batch: int = 8
     max_delay_ms: float = 20.0
@@ -61,6 +63,8 @@ class GuardConfig:
             values["model_path"] = Path(values["model_path"])
         if "window" in values:
             values["window"] = replace(WindowSpec(), **values["window"])
+        if "policy" in values:
+            values["policy"] = Policy.from_dict(values["policy"])
         if "fusion" in values:
             values["fusion"] = replace(FusionConfig(), **values["fusion"])
         return cls(**values)

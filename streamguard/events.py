@@ -1,4 +1,4 @@
-"""What the core hands out: verdicts and notices, as plain typed records.
+"""What the core hands out: verdicts, actions and notices, as plain typed records.
 
 Adapters serialise these with ``to_dict()``; every verdict carries its window
 times, raw score, calibrated probability with an uncertainty interval, the
@@ -81,4 +81,35 @@ class Notice:
         return out
 
 
-Event = Verdict | Notice
+class ActionKind(StrEnum):
+    ANNOTATE = "annotate"
+    WARN = "warn"
+    HOLD = "hold"
+    RELEASE = "release"
+    STEP_UP = "step_up"
+    NOTIFY = "notify"
+    LABEL = "label"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: ActionKind
+    stream_id: str
+    tenant: str
+    rule: str
+    reason: str
+    state: State
+    probability: float | None
+    interval: tuple[float, float] | None
+    at: float
+    policy_version: str
+    text: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(type="action", kind=self.kind.value, state=self.state.value,
+                   interval=list(self.interval) if self.interval else None)
+        return out
+
+
+Event = Verdict | Notice | Action

@@ -32,7 +32,7 @@ class Guard:
         self._settings = SessionSettings(
             window=window, fusion=config.fusion, vad_aggressiveness=config.vad_aggressiveness,
             max_gap_seconds=config.max_gap_seconds,
-            calibration_sd=calibration_sd(cal.method, cal.n),
+            calibration_sd=calibration_sd(cal.method, cal.n), policy=config.policy,
         )
         self.batcher = MicroBatcher(
             model.run, max_batch=config.max_batch, max_delay=config.max_delay_ms / 1000.0,

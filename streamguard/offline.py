@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from streamguard.events import Notice, Verdict
+from streamguard.events import Action, Notice, Verdict
 from streamguard.guard import Guard
 from streamguard.media.frames import AudioChunk
 
@@ -23,6 +23,7 @@ class ScanResult:
     duration: float
     verdicts: list[Verdict] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
     final: Verdict | None = None
 
 
@@ -43,6 +44,8 @@ async def scan_pcm(guard: Guard, stream_id: str, pcm: npt.NDArray[np.int16],
         if isinstance(event, Verdict):
             if not event.final:
                 result.verdicts.append(event)
+        elif isinstance(event, Action):
+            result.actions.append(event)
         else:
             result.notices.append(event)
     return result

@@ -23,6 +23,7 @@ from streamguard.fusion import FusionConfig, StreamFusion
 from streamguard.inference.batcher import MicroBatcher
 from streamguard.media.frames import AudioChunk
 from streamguard.media.resample import StreamResampler
+from streamguard.policy import Policy, PolicyEngine
 from streamguard.vad import SpeechGate
 from streamguard.windows import SlidingWindower, Window, WindowSpec
 
@@ -34,6 +35,7 @@ class SessionSettings:
     vad_aggressiveness: int
     max_gap_seconds: float
     calibration_sd: float
+    policy: Policy
 
 
 class Session:
@@ -52,6 +54,7 @@ class Session:
             settings.fusion, calibration_sd=settings.calibration_sd,
             window_seconds=spec.length / spec.sample_rate, hop_seconds=spec.hop / spec.sample_rate,
         )
+        self._policy = PolicyEngine(settings.policy)
         self._gate = SpeechGate(settings.vad_aggressiveness)
         self._resampler: StreamResampler | None = None
         self._windower: SlidingWindower | None = None
@@ -68,6 +71,10 @@ class Session:
     @property
     def state(self) -> State:
         return self._fusion.state
+
+    @property
+    def on_hold(self) -> bool:
+        return self._policy.on_hold
 
     @property
     def closed(self) -> bool:
@@ -175,7 +182,7 @@ class Session:
         score = self._detector.score(logits)
         estimate = self._fusion.add(self._detector.calibrated_logit(score.margin))
         self._seq += 1
-        self._queue.put_nowait(Verdict(
+        verdict = Verdict(
             stream_id=self.stream_id, tenant=self.tenant, seq=self._seq,
             start=window.start, end=window.end,
             raw_score=score.margin, window_probability=score.probability,
@@ -184,7 +191,10 @@ class Session:
             windows_scored=self._fusion.windows, detector=self._detector.name,
             model_version=self._detector.version, speech_ratio=window.speech_ratio,
             latency_ms=latency * 1000.0,
-        ))
+        )
+        self._queue.put_nowait(verdict)
+        for action in self._policy.evaluate(verdict):
+            self._queue.put_nowait(action)
         self._finished_one()
 
     def _on_drop(self, window: Window, reason: str) -> None:

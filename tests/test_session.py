@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from streamguard import (
+    Action,
+    ActionKind,
     AudioChunk,
     Guard,
     GuardConfig,
@@ -42,6 +44,10 @@ async def test_quiet_voice_is_clear_and_loud_voice_turns_synthetic(level_model):
         events = await collect(session)
     verdicts = [e for e in events if isinstance(e, Verdict)]
     assert verdicts[-1] is final and final.final
+    actions = [e for e in events if isinstance(e, Action)]
+    assert ActionKind.HOLD in [a.kind for a in actions] and session.on_hold
+    hold = next(a for a in actions if a.kind is ActionKind.HOLD)
+    assert hold.state is State.SYNTHETIC and hold.at >= 6.0
     live = verdicts[:-1]
     assert live[0].state is State.CLEAR and live[0].previous_state is State.LISTENING
     assert live[-1].state is State.SYNTHETIC
