@@ -63,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=1.0, help="playback speed (1 = real time)")
     model_options(demo)
 
+    serve = sub.add_parser("serve", help="run the telephony gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080, help="HTTP/WebSocket port")
+    serve.add_argument("--audiosocket-port", type=int, default=9092, help="AudioSocket TCP port")
+    serve.add_argument("--events-json", action="store_true",
+                       help="print every verdict and action as a JSON line on stdout")
+    serve.add_argument("--webhook-url", help="POST every action here (HMAC-SHA256 signed)")
+    serve.add_argument("--webhook-secret", default=os.environ.get("STREAMGUARD_WEBHOOK_SECRET",
+                                                                   ""))
+    model_options(serve)
+
     models = sub.add_parser("models", help="manage detector models")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     imp = models_sub.add_parser("import", help="convert a published checkpoint to ONNX")
@@ -86,6 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.demo import run_demo
 
             return asyncio.run(run_demo(args.files, guard_config(args), speed=args.speed))
+        if args.command == "serve":
+            from gateway.server import serve
+            from gateway.settings import GatewaySettings
+
+            settings = GatewaySettings(
+                host=args.host, port=args.port, audiosocket_port=args.audiosocket_port,
+                events_json=args.events_json, webhook_url=args.webhook_url,
+                webhook_secret=args.webhook_secret, guard=guard_config(args))
+            return asyncio.run(serve(settings))
         if args.command == "models":
             return run_models(args)
     except ModelError as exc:

@@ -1,0 +1,169 @@
+"""``streamguard serve``: one asyncio process for every telephony edge.
+
+HTTP/WebSocket (Starlette on uvicorn) carries Twilio Media Streams at
+``/media/twilio`` and Genesys AudioHook at ``/media/audiohook``, plus health,
+readiness, metrics and the published policy; a plain TCP server carries
+Asterisk AudioSocket. All share one Guard, so windows from every call are
+batched together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from gateway.adapters.audiosocket_tcp import audiosocket_handler
+from gateway.adapters.websocket_calls import audiohook_endpoint, twilio_endpoint
+from gateway.bridge import EventSink
+from gateway.prompts_store import Prompts
+from gateway.runtime import GatewayRuntime
+from gateway.settings import GatewaySettings
+from gateway.sinks import FanOut, JsonLinesSink, WebhookSink
+from streamguard import Guard
+
+log = logging.getLogger("streamguard.gateway")
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    runtime: GatewayRuntime = request.app.state.runtime
+    if not runtime.accepting:
+        return JSONResponse({"status": "draining"}, status_code=503)
+    return JSONResponse({"status": "ready", "model": runtime.guard.detector.version})
+
+
+async def policy(request: Request) -> Response:
+    runtime: GatewayRuntime = request.app.state.runtime
+    return JSONResponse(runtime.guard.config.policy.to_dict())
+
+
+async def metrics(request: Request) -> Response:
+    runtime: GatewayRuntime = request.app.state.runtime
+    stats = runtime.guard.batcher.stats
+    lines = [
+        "# TYPE streamguard_live_calls gauge",
+        f"streamguard_live_calls {len(runtime.calls)}",
+        "# TYPE streamguard_windows_scored_total counter",
+        f"streamguard_windows_scored_total {stats.scored}",
+        "# TYPE streamguard_windows_dropped_total counter",
+        f"streamguard_windows_dropped_total {stats.dropped}",
+        "# TYPE streamguard_queue_depth gauge",
+        f"streamguard_queue_depth {stats.pending}",
+        "# TYPE streamguard_connections_total counter",
+        *(f'streamguard_connections_total{{protocol="{p}"}} {n}'
+          for p, n in sorted(runtime.metrics.connections.items())),
+        "# TYPE streamguard_protocol_errors_total counter",
+        *(f'streamguard_protocol_errors_total{{protocol="{p}"}} {n}'
+          for p, n in sorted(runtime.metrics.protocol_errors.items())),
+        "# TYPE streamguard_actions_total counter",
+        *(f'streamguard_actions_total{{kind="{k}"}} {n}'
+          for k, n in sorted(runtime.metrics.actions.items())),
+    ]
+    return PlainTextResponse("\n".join(lines) + "\n")
+
+
+def build_app(runtime: GatewayRuntime) -> Starlette:
+    app = Starlette(routes=[
+        WebSocketRoute("/media/twilio", twilio_endpoint),
+        WebSocketRoute("/media/audiohook", audiohook_endpoint),
+        Route("/healthz", health),
+        Route("/readyz", ready),
+        Route("/metrics", metrics),
+        Route("/policy", policy),
+    ])
+    app.state.runtime = runtime
+    return app
+
+
+class Gateway:
+    """Start/stop handle used by ``serve`` and by tests (port 0 picks a free port)."""
+
+    def __init__(self, settings: GatewaySettings, guard: Guard | None = None,
+                 sinks: list[EventSink] | None = None) -> None:
+        self.settings = settings
+        self._guard = guard
+        self._extra_sinks = sinks or []
+        self.runtime: GatewayRuntime | None = None
+        self._uvicorn: uvicorn.Server | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._tcp: asyncio.Server | None = None
+        self._webhook: WebhookSink | None = None
+        self.port = settings.port
+        self.audiosocket_port = settings.audiosocket_port
+
+    async def start(self) -> None:
+        settings = self.settings
+        guard = self._guard or Guard.from_config(settings.guard)
+        sinks: list[Any] = list(self._extra_sinks)
+        if settings.events_json:
+            sinks.append(JsonLinesSink())
+        if settings.webhook_url:
+            self._webhook = WebhookSink(settings.webhook_url, settings.webhook_secret)
+            sinks.append(self._webhook)
+        runtime = GatewayRuntime(settings, guard, FanOut(*sinks), Prompts.bundled())
+        self.runtime = runtime
+        config = uvicorn.Config(build_app(runtime), host=settings.host, port=settings.port,
+                                ws_max_size=settings.max_message_bytes, lifespan="off",
+                                log_level="warning", ws_ping_interval=None,
+                                timeout_graceful_shutdown=settings.drain_timeout_s)
+        self._uvicorn = uvicorn.Server(config)
+        self._uvicorn.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._http_task = asyncio.get_running_loop().create_task(self._uvicorn.serve())
+        while not self._uvicorn.started:
+            if self._http_task.done():
+                self._http_task.result()
+            await asyncio.sleep(0.01)
+        self.port = self._uvicorn.servers[0].sockets[0].getsockname()[1]
+        self._tcp = await asyncio.start_server(audiosocket_handler(runtime), settings.host,
+                                               settings.audiosocket_port, limit=64 * 1024)
+        self.audiosocket_port = self._tcp.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop accepting, drain live calls (final verdicts), then close everything."""
+        runtime = self.runtime
+        if runtime is None:
+            return
+        runtime.accepting = False
+        if self._tcp is not None:
+            self._tcp.close()
+        with contextlib.suppress(TimeoutError):
+            await runtime.drain()
+        if self._uvicorn is not None and self._http_task is not None:
+            self._uvicorn.should_exit = True
+            await self._http_task
+        if self._tcp is not None:
+            await self._tcp.wait_closed()
+        if self._webhook is not None:
+            await self._webhook.close()
+        if self._guard is None:
+            await runtime.guard.close()
+        self.runtime = None
+
+
+async def serve(settings: GatewaySettings) -> int:
+    gateway = Gateway(settings)
+    await gateway.start()
+    log.warning("streamguard serving: http://%s:%s (twilio /media/twilio, audiohook "
+                "/media/audiohook), audiosocket tcp %s:%s", settings.host, gateway.port,
+                settings.host, gateway.audiosocket_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await gateway.stop()
+    return 0
