@@ -29,7 +29,15 @@ TELEPHONY_RATE = 8000
 
 
 class CallControl(Protocol):
-    """What an adapter can do to its call. Audio is 8 kHz PCM16, one 20 ms frame per call."""
+    """What an adapter can do to its call. Audio is 8 kHz PCM16.
+
+    ``playback_chunk_seconds`` is how much audio one ``send_audio`` carries:
+    20 ms where the far end plays frames as they come (AudioSocket), more
+    where the platform buffers and ``stop_audio`` flushes its buffer (Twilio
+    ``clear``), which saves one message per 20 ms per call on hold.
+    """
+
+    playback_chunk_seconds: float
 
     async def send_audio(self, pcm: npt.NDArray[np.int16]) -> None: ...
 
@@ -61,6 +69,18 @@ class CallBridge:
         self._playback: asyncio.Task[None] | None = None
         self.paused = False
         self.finals: dict[str, Verdict] = {}
+        self.last_progress = asyncio.get_running_loop().time()
+        self.frames_received = 0
+        self._finishing: asyncio.Task[dict[str, Verdict]] | None = None
+
+    def touch(self) -> None:
+        """Record media progress; the adapters close a call that makes none for too long."""
+        self.last_progress = asyncio.get_running_loop().time()
+
+    def idle_deadline(self, idle_timeout_s: float) -> float:
+        """Seconds left before this call counts as idle (a slow-loris peer sending
+        bytes that never complete a frame, or a call that stopped sending audio)."""
+        return self.last_progress + idle_timeout_s - asyncio.get_running_loop().time()
 
     def start(self, call_id: str, legs: tuple[str, ...], parameters: Mapping[str, str]) -> None:
         self.call_id = call_id
@@ -80,13 +100,23 @@ class CallBridge:
 
     def audio(self, leg: str, pcm: npt.NDArray[np.int16], pts: int | None = None,
               sample_rate: int = TELEPHONY_RATE) -> None:
+        self.frames_received += 1
         session = self.sessions.get(leg)
         if session is None or session.closed or self.paused:
             return
         session.feed_audio(AudioChunk(session.stream_id, pcm, sample_rate, pts))
 
     async def finish(self, reason: str) -> dict[str, Verdict]:
-        """Close every leg, wait for final verdicts, stop playback. Idempotent."""
+        """Close every leg, wait for final verdicts, stop playback.
+
+        Shutdown drain and the connection's own ending may both call this; the
+        first reason wins and both wait for the same work.
+        """
+        if self._finishing is None:
+            self._finishing = asyncio.get_running_loop().create_task(self._finish(reason))
+        return await asyncio.shield(self._finishing)
+
+    async def _finish(self, reason: str) -> dict[str, Verdict]:
         for leg, session in self.sessions.items():
             if leg not in self.finals:
                 try:
@@ -100,7 +130,7 @@ class CallBridge:
         self._stop_playback()
         if self.call_id is not None:
             self.sink.emit({"type": "call_ended", "call_id": self.call_id, "reason": reason,
-                            "protocol": self.protocol})
+                            "protocol": self.protocol, "frames_received": self.frames_received})
         return self.finals
 
     async def _pump(self, leg: str, session: Session) -> None:
@@ -147,20 +177,25 @@ class CallBridge:
 
     async def _play(self, clips: list[npt.NDArray[np.int16]],
                     loop: npt.NDArray[np.int16] | None) -> None:
-        """Send audio in 20 ms frames at real-time pace, then loop ``loop`` until cancelled."""
-        frame = int(TELEPHONY_RATE * FRAME_SECONDS)
+        """Send audio in chunks one chunk ahead of real time, then loop ``loop`` until
+        cancelled; staying just ahead keeps the far end fed without queueing much."""
+        chunk = max(int(TELEPHONY_RATE * FRAME_SECONDS),
+                    int(TELEPHONY_RATE * self.control.playback_chunk_seconds))
         clock = asyncio.get_running_loop()
         started, sent = clock.time(), 0
         try:
             while True:
                 for clip in clips:
-                    for start in range(0, len(clip), frame):
-                        piece = clip[start:start + frame]
-                        if len(piece) < frame:
-                            piece = np.pad(piece, (0, frame - len(piece)))
+                    for start in range(0, len(clip), chunk):
+                        piece = clip[start:start + chunk]
+                        frames = -(-len(piece) // int(TELEPHONY_RATE * FRAME_SECONDS))
+                        padded = frames * int(TELEPHONY_RATE * FRAME_SECONDS)
+                        if len(piece) < padded:
+                            piece = np.pad(piece, (0, padded - len(piece)))
                         await self.control.send_audio(piece)
-                        sent += 1
-                        await asyncio.sleep(max(0.0, started + sent * FRAME_SECONDS - clock.time()))
+                        sent += len(piece)
+                        ahead = started + (sent - len(piece)) / TELEPHONY_RATE - clock.time()
+                        await asyncio.sleep(max(0.0, ahead))
                 if loop is None:
                     return
                 clips = [loop]

@@ -1,8 +1,10 @@
-"""``streamguard demo``: sample calls played through the live session API.
+"""``streamguard demo``: sample calls replayed to a live gateway over Twilio Media Streams.
 
-Each file becomes a call fed in 20 ms frames at real-time pace (or faster
-with ``--speed``), all calls at once, and every verdict is printed as it
-arrives, so you see what an operator's console would show during a call.
+The demo starts the same gateway ``streamguard serve`` runs (on free loopback
+ports), then plays each file as a Twilio ``<Stream>`` — 20 ms base64 μ-law
+frames at real-time pace, all calls at once — and prints every verdict and
+action as the gateway emits it, plus what the far end hears back (warning
+prompt, hold audio). It is what an operator's console shows during a call.
 """
 
 from __future__ import annotations
@@ -11,20 +13,14 @@ import asyncio
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from streamguard import (
-    Action,
-    AudioChunk,
-    Event,
-    Guard,
-    GuardConfig,
-    MediaError,
-    Notice,
-    Session,
-)
+from gateway.replay import replay_twilio
+from gateway.server import Gateway
+from gateway.settings import GatewaySettings
+from streamguard import GuardConfig, MediaError
 from streamguard.media import decode_file
 
-FRAME_SECONDS = 0.02
 SAMPLES = ("genuine_call.wav", "synthetic_call.wav")
 
 
@@ -33,61 +29,87 @@ def bundled_samples() -> list[str]:
     return [str(base / name) for name in SAMPLES]
 
 
-def format_event(name: str, event: Event) -> str:
-    if isinstance(event, Notice):
-        return f"[{event.at:6.1f}s] {name:<22} notice {event.kind}: {event.message}"
-    if isinstance(event, Action):
-        text = f" — {event.text}" if event.text else ""
-        return (f"[{event.at:6.1f}s] {name:<22} >> ACTION {event.kind.value.upper()} "
-                f"({event.reason}; rule {event.rule}){text}")
-    if event.final:
-        if event.probability is None or event.interval is None:
-            return f"== {name:<22} FINAL {event.state.value.upper()} (not enough speech)"
-        low, high = event.interval
-        return (f"== {name:<22} FINAL {event.state.value.upper():<10} P(synthetic)="
-                f"{event.probability:.2f} [{low:.2f}, {high:.2f}] over "
-                f"{event.windows_scored} windows, model {event.model_version}")
-    assert event.probability is not None and event.interval is not None
-    low, high = event.interval
-    change = f"  <- was {event.previous_state.value}" if event.changed else ""
-    return (f"[{event.end:6.1f}s] {name:<22} {event.state.value:<10} "
-            f"p={event.probability:.2f} [{low:.2f}, {high:.2f}]  "
-            f"window p={event.window_probability:.2f}{change}")
+def format_record(name: str, record: dict[str, Any]) -> str | None:
+    """One console line for a gateway record, or None for records not worth a line."""
+    kind = record.get("type")
+    if kind == "notice":
+        return f"[{record['at']:6.1f}s] {name:<22} notice {record['kind']}: {record['message']}"
+    if kind == "action":
+        text = f" — {record['text']}" if record.get("text") else ""
+        return (f"[{record['at']:6.1f}s] {name:<22} >> ACTION {record['kind'].upper()} "
+                f"({record['reason']}; rule {record['rule']}){text}")
+    if kind != "verdict":
+        return None
+    state = record["state"]
+    if record["final"]:
+        if record["probability"] is None:
+            return f"== {name:<22} FINAL {state.upper()} (not enough speech)"
+        low, high = record["interval"]
+        return (f"== {name:<22} FINAL {state.upper():<10} P(synthetic)="
+                f"{record['probability']:.2f} [{low:.2f}, {high:.2f}] over "
+                f"{record['windows_scored']} windows, model {record['model_version']}")
+    low, high = record["interval"]
+    change = f"  <- was {record['previous_state']}" if record["changed"] else ""
+    return (f"[{record['end']:6.1f}s] {name:<22} {state:<10} "
+            f"p={record['probability']:.2f} [{low:.2f}, {high:.2f}]  "
+            f"window p={record['window_probability']:.2f}  "
+            f"lag {record['latency_ms']:.0f} ms{change}")
 
 
-async def play(session: Session, path: str, speed: float) -> None:
-    audio = decode_file(path, sample_rate=8000)  # a phone line: 8 kHz like Twilio
-    frame = int(audio.sample_rate * FRAME_SECONDS)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    for index, start in enumerate(range(0, len(audio.pcm), frame)):
-        session.feed_audio(AudioChunk(session.stream_id, audio.pcm[start:start + frame],
-                                      audio.sample_rate, pts=start))
-        due = started + (index + 1) * FRAME_SECONDS / speed
-        await asyncio.sleep(max(0.0, due - loop.time()))
-    await session.close()
+class ConsoleSink:
+    """Prints gateway records, naming each call after the file it replays."""
 
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
 
-async def show(session: Session, name: str) -> None:
-    async for event in session.events():
-        print(format_event(name, event), flush=True)
+    def emit(self, record: dict[str, Any]) -> None:
+        if record.get("type") == "call_started":
+            self.names[record["call_id"]] = record["parameters"].get("demo_file", "call")
+            return
+        name = self.names.get(str(record.get("call_id")), str(record.get("call_id")))
+        line = format_record(name, record)
+        if line is not None:
+            print(line, flush=True)
 
 
 async def run_demo(files: list[str], config: GuardConfig, *, speed: float = 1.0) -> int:
     paths = files or bundled_samples()
-    print(f"StreamGuard demo: {len(paths)} call(s) at {speed:g}x real time", flush=True)
-    async with Guard.from_config(config) as guard:
-        print(f"model {guard.detector.info.name} {guard.detector.version}", flush=True)
-        tasks = []
-        for index, path in enumerate(paths):
-            name = Path(path).stem
-            session = guard.open_session(f"demo-{index}", kind="call", meta={"file": path})
-            tasks.append(asyncio.gather(play(session, path, speed), show(session, name)))
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-    failed = [r for r in results if isinstance(r, BaseException)]
-    for error in failed:
-        if isinstance(error, MediaError):
-            print(f"error: {error}", file=sys.stderr)
-        else:
-            raise error
+    calls = []
+    failed = 0
+    for path in paths:
+        try:
+            calls.append((Path(path).stem, decode_file(path, sample_rate=8000).pcm))
+        except MediaError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+    gateway = Gateway(GatewaySettings(port=0, audiosocket_port=0, guard=config),
+                      sinks=[ConsoleSink()])
+    await gateway.start()
+    try:
+        assert gateway.runtime is not None
+        print(f"StreamGuard demo: gateway on 127.0.0.1:{gateway.port}, model "
+              f"{gateway.runtime.guard.detector.version}; {len(calls)} call(s) over Twilio "
+              f"Media Streams at {speed:g}x real time", flush=True)
+        url = f"ws://127.0.0.1:{gateway.port}/media/twilio"
+
+        def far_end(name: str) -> Any:
+            """What the Twilio side sees come back: prompt audio and action marks."""
+            frames = 0
+
+            def on_message(message: dict[str, Any]) -> None:
+                nonlocal frames
+                if message.get("event") == "media":
+                    frames += 1
+                elif message.get("event") == "mark":
+                    print(f"         {name:<22} << {message['mark']['name']} reached the call; "
+                          f"{frames * 0.02:.1f} s of prompt audio played back so far",
+                          flush=True)
+            return on_message
+
+        await asyncio.gather(*(
+            replay_twilio(url, pcm, speed=speed, parameters={"demo_file": name},
+                          on_message=far_end(name))
+            for name, pcm in calls))
+    finally:
+        await gateway.stop()
     return 1 if failed else 0

@@ -20,5 +20,8 @@ class Prompts:
     @classmethod
     def bundled(cls) -> Prompts:
         base = resources.files("gateway") / "prompts"
-        load = lambda name: decode_file(str(base / name), sample_rate=8000).pcm  # noqa: E731
+
+        def load(name: str) -> npt.NDArray[np.int16]:
+            return decode_file(str(base / name), sample_rate=8000).pcm
+
         return cls(load("warning.wav"), load("hold.wav"), load("hold_music.wav"))

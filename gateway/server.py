@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -86,6 +88,15 @@ def build_app(runtime: GatewayRuntime) -> Starlette:
     return app
 
 
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its signal handlers: ``serve`` owns SIGINT/SIGTERM so that
+    live calls are drained before the HTTP server stops."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class Gateway:
     """Start/stop handle used by ``serve`` and by tests (port 0 picks a free port)."""
 
@@ -116,9 +127,9 @@ class Gateway:
         config = uvicorn.Config(build_app(runtime), host=settings.host, port=settings.port,
                                 ws_max_size=settings.max_message_bytes, lifespan="off",
                                 log_level="warning", ws_ping_interval=None,
-                                timeout_graceful_shutdown=settings.drain_timeout_s)
-        self._uvicorn = uvicorn.Server(config)
-        self._uvicorn.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+                                ws_per_message_deflate=False,
+                                timeout_graceful_shutdown=int(settings.drain_timeout_s) + 1)
+        self._uvicorn = _EmbeddedServer(config)
         self._http_task = asyncio.get_running_loop().create_task(self._uvicorn.serve())
         while not self._uvicorn.started:
             if self._http_task.done():
@@ -159,8 +170,6 @@ async def serve(settings: GatewaySettings) -> int:
                 settings.host, gateway.audiosocket_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    import signal
-
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)

@@ -33,7 +33,10 @@ class GuardConfig:
     enough to collect windows from many calls. ``max_pending_per_stream`` = 2
     lets one window queue behind the one being scored; more would only grow
     lag. ``max_gap_seconds``: media gaps up to this are filled with silence,
-    longer ones restart windowing at the new timestamp.
+    longer ones restart windowing at the new timestamp. ``media_batch_ms``:
+    media is gathered this long before resampling, VAD and windowing run, so
+    their fixed per-call cost is paid five times less often than per 20 ms
+    frame; it delays a window's close by at most that much.
     """
 
     model_path: Path | None = None
@@ -47,6 +50,7 @@ class GuardConfig:
     workers: int = 1
     intra_op_threads: int = 1
     max_gap_seconds: float = 2.0
+    media_batch_ms: float = 100.0
 
     def resolved_model_path(self) -> Path:
         return self.model_path or bundled_model_path()

@@ -32,6 +32,7 @@ class Guard:
         self._settings = SessionSettings(
             window=window, fusion=config.fusion, vad_aggressiveness=config.vad_aggressiveness,
             max_gap_seconds=config.max_gap_seconds,
+            media_batch_seconds=config.media_batch_ms / 1000,
             calibration_sd=calibration_sd(cal.method, cal.n), policy=config.policy,
         )
         self.batcher = MicroBatcher(

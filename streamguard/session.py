@@ -34,6 +34,7 @@ class SessionSettings:
     fusion: FusionConfig
     vad_aggressiveness: int
     max_gap_seconds: float
+    media_batch_seconds: float
     calibration_sd: float
     policy: Policy
 
@@ -59,6 +60,8 @@ class Session:
         self._resampler: StreamResampler | None = None
         self._windower: SlidingWindower | None = None
         self._expected_pts: int | None = None
+        self._pending: list[npt.NDArray[np.int16]] = []
+        self._pending_samples = 0
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._outstanding = 0
         self._idle = asyncio.Event()
@@ -94,6 +97,17 @@ class Session:
         if len(pcm) == 0:
             return
         self.media_seconds += len(pcm) / chunk.sample_rate
+        self._pending.append(pcm)
+        self._pending_samples += len(pcm)
+        if self._pending_samples >= self._settings.media_batch_seconds * chunk.sample_rate:
+            self._process_pending()
+
+    def _process_pending(self) -> None:
+        """Resample, gate and window the media gathered since the last batch."""
+        if not self._pending:
+            return
+        pcm = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending, self._pending_samples = [], 0
         assert self._resampler is not None
         self._process(self._resampler.push(pcm))
 
@@ -115,6 +129,7 @@ class Session:
             return self.final
         if not self._closed:
             self._closed = True
+            self._process_pending()
             if self._resampler is not None:
                 self._process(self._resampler.flush())
             if self._windower is not None:
@@ -134,6 +149,7 @@ class Session:
         rate = chunk.sample_rate
         if self._resampler is None or self._resampler.input_rate != rate:
             if self._resampler is not None:
+                self._process_pending()
                 self._process(self._resampler.flush())
             self._resampler = StreamResampler(rate, self._settings.window.sample_rate)
             self._expected_pts = None
@@ -150,6 +166,7 @@ class Session:
                     pcm = np.concatenate([np.zeros(gap, dtype=np.int16), pcm])
                     self._notice("gap", f"{gap / rate:.3f} s of missing media filled", at)
                 else:
+                    self._process_pending()
                     self._restart_windows(chunk.pts / rate)
                     self._notice("gap", f"{gap / rate:.1f} s without media; windows restart", at)
         if self._windower is None:

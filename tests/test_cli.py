@@ -85,3 +85,4 @@ def test_demo_streams_live_verdicts_for_each_call(files, level_model, capsys):
     assert "FINAL CLEAR" in out and "FINAL SYNTHETIC" in out
     assert "<- was listening" in out
     assert "ACTION HOLD" in out
+    assert "streamguard:hold reached the call" in out  # replayed through the gateway

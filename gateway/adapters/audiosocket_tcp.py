@@ -20,6 +20,8 @@ READ_SIZE = 4096
 
 
 class AudioSocketControl:
+    playback_chunk_seconds = 0.02  # Asterisk plays slin frames as they arrive
+
     def __init__(self, writer: asyncio.StreamWriter, conn: AudioSocketConnection,
                  timeout: float) -> None:
         self._writer, self._conn, self._timeout = writer, conn, timeout
@@ -46,9 +48,9 @@ def audiosocket_handler(runtime: GatewayRuntime) -> Any:
         try:
             with runtime.track(bridge):
                 while True:
+                    idle = max(0.0, bridge.idle_deadline(runtime.settings.idle_timeout_s))
                     try:
-                        data = await asyncio.wait_for(reader.read(READ_SIZE),
-                                                      runtime.settings.idle_timeout_s)
+                        data = await asyncio.wait_for(reader.read(READ_SIZE), idle)
                     except TimeoutError:
                         reason = "idle timeout"
                         break
@@ -62,6 +64,10 @@ def audiosocket_handler(runtime: GatewayRuntime) -> Any:
             reason = f"connection lost: {exc.__class__.__name__}"
         finally:
             await bridge.finish(reason)
+            if not reason.startswith(("ended:", "connection lost", "peer disconnected")):
+                with contextlib.suppress(ConnectionError, TimeoutError):
+                    writer.write(conn.hangup_frame())  # tell Asterisk why audio stops
+                    await asyncio.wait_for(writer.drain(), 1.0)
             writer.close()
             with contextlib.suppress(ConnectionError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)

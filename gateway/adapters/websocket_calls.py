@@ -8,6 +8,7 @@ timeout too, so a peer that stops reading is dropped instead of stalling.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -25,11 +26,13 @@ log = logging.getLogger("streamguard.gateway")
 
 
 class TwilioControl:
+    playback_chunk_seconds = 0.5  # Twilio buffers outbound media; ``clear`` empties it
+
     def __init__(self, ws: WebSocket, conn: TwilioConnection, timeout: float) -> None:
         self._ws, self._conn, self._timeout = ws, conn, timeout
 
     async def send_audio(self, pcm: npt.NDArray[np.int16]) -> None:
-        for message in self._conn.media_messages(pcm):
+        for message in self._conn.media_messages(pcm, samples_per_message=len(pcm)):
             await asyncio.wait_for(self._ws.send_text(message), self._timeout)
 
     async def stop_audio(self) -> None:
@@ -44,6 +47,8 @@ class TwilioControl:
 
 class AudioHookControl:
     """AudioHook is listen-only: no audio goes back; verdicts go out as ``event`` messages."""
+
+    playback_chunk_seconds = 0.02
 
     def __init__(self, ws: WebSocket, conn: AudioHookConnection, timeout: float) -> None:
         self._ws, self._conn, self._timeout = ws, conn, timeout
@@ -65,40 +70,63 @@ async def flush_audiohook(ws: WebSocket, conn: AudioHookConnection, timeout: flo
         await asyncio.wait_for(ws.send_text(message), timeout)
 
 
-async def _receive(ws: WebSocket, runtime: GatewayRuntime) -> dict[str, Any] | None:
+class _Ended(Exception):
+    """The peer went away or the call idled out; ``args[0]`` says which."""
+
+
+async def _receive(ws: WebSocket, bridge: CallBridge, runtime: GatewayRuntime) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(0.0, bridge.idle_deadline(runtime.settings.idle_timeout_s))
     try:
-        message = await asyncio.wait_for(ws.receive(), runtime.settings.idle_timeout_s)
+        async with asyncio.timeout_at(deadline):  # a timer, not a task, per message
+            message = await ws.receive()
     except TimeoutError:
-        return None
+        raise _Ended("idle timeout") from None
     if message["type"] == "websocket.disconnect":
-        return None
+        if message.get("code") == 1009:  # uvicorn enforces ws_max_size before we see it
+            runtime.emit({"type": "protocol_error", "protocol": bridge.protocol,
+                          "call_id": bridge.call_id, "message": "message too big",
+                          "fatal": True})
+            raise _Ended("message too big")
+        raise _Ended("peer disconnected")
     return dict(message)
+
+
+async def _refuse_when_draining(ws: WebSocket, runtime: GatewayRuntime) -> bool:
+    if runtime.accepting:
+        return False
+    await ws.close(code=1013)  # "try again later": a peer retries on another node
+    return True
 
 
 async def twilio_endpoint(ws: WebSocket) -> None:
     runtime: GatewayRuntime = ws.app.state.runtime
+    if await _refuse_when_draining(ws, runtime):
+        return
     await ws.accept()
     conn = TwilioConnection()
     control = TwilioControl(ws, conn, runtime.settings.send_timeout_s)
     bridge = CallBridge(runtime.guard, control, runtime.sink, runtime.prompts,
                         protocol="twilio", scored_legs=("caller",))
-    reason = "peer disconnected"
     runtime.metrics.connections["twilio"] += 1
+    reason = "peer disconnected"
     try:
         with runtime.track(bridge):
             while True:
-                message = await _receive(ws, runtime)
-                if message is None:
-                    break
+                message = await _receive(ws, bridge, runtime)
                 text = message.get("text")
                 if text is None:
-                    runtime.metrics.protocol_errors["twilio"] += 1
-                    reason = "binary frame on a JSON protocol"
+                    runtime.emit({"type": "protocol_error", "protocol": "twilio",
+                                  "call_id": bridge.call_id, "fatal": True,
+                                  "message": "binary frame on a JSON protocol"})
+                    reason = "protocol violation: binary frame"
                     break
                 stop = dispatch(bridge, conn.receive_text(text))
                 if stop is not None:
                     reason = stop
                     break
+    except _Ended as ended:
+        reason = str(ended)
     except (WebSocketDisconnect, ConnectionError, TimeoutError) as exc:
         reason = f"connection lost: {exc.__class__.__name__}"
     finally:
@@ -108,20 +136,21 @@ async def twilio_endpoint(ws: WebSocket) -> None:
 
 async def audiohook_endpoint(ws: WebSocket) -> None:
     runtime: GatewayRuntime = ws.app.state.runtime
+    if await _refuse_when_draining(ws, runtime):
+        return
     await ws.accept()
-    conn = AudioHookConnection()
+    # ``closed`` waits until the final verdicts have been sent as events.
+    conn = AudioHookConnection(ws.headers.get("audiohook-session-id"), auto_closed=False)
     timeout = runtime.settings.send_timeout_s
     control = AudioHookControl(ws, conn, timeout)
     bridge = CallBridge(runtime.guard, control, runtime.sink, runtime.prompts,
                         protocol="audiohook")
-    reason = "peer disconnected"
     runtime.metrics.connections["audiohook"] += 1
+    reason = "peer disconnected"
     try:
         with runtime.track(bridge):
             while True:
-                message = await _receive(ws, runtime)
-                if message is None:
-                    break
+                message = await _receive(ws, bridge, runtime)
                 if message.get("bytes") is not None:
                     events = conn.receive_bytes(message["bytes"])
                 else:
@@ -131,10 +160,17 @@ async def audiohook_endpoint(ws: WebSocket) -> None:
                 if stop is not None:
                     reason = stop
                     break
+    except _Ended as ended:
+        reason = str(ended)
     except (WebSocketDisconnect, ConnectionError, TimeoutError) as exc:
         reason = f"connection lost: {exc.__class__.__name__}"
     finally:
         await bridge.finish(reason)
+        if conn.send_closed() or reason == "idle timeout":
+            if reason == "idle timeout":
+                conn.disconnect("error", "no media received within the idle timeout")
+            with contextlib.suppress(Exception):
+                await flush_audiohook(ws, conn, timeout)
         await _close(ws)
 
 

@@ -252,17 +252,20 @@ class TwilioConnection:
 
     # --------------------------------------------------------------------- send
 
-    def media_messages(self, pcm8k: npt.NDArray[np.int16]) -> list[str]:
-        """``media`` messages carrying ``pcm8k`` (mono int16, 8 kHz), 20 ms each.
+    def media_messages(self, pcm8k: npt.NDArray[np.int16],
+                       samples_per_message: int = FRAME_SAMPLES) -> list[str]:
+        """``media`` messages carrying ``pcm8k`` (mono int16, 8 kHz), 20 ms each
+        unless ``samples_per_message`` asks for longer ones.
 
-        Twilio queues what we send and plays it in order; a ``mark`` after the
-        last one tells us when it has been heard.
+        Twilio queues what we send and plays it in order (``clear`` empties the
+        queue); a ``mark`` after the last one tells us when it has been heard.
         """
         sid = self._require_sid()
         pcm = _check_pcm(pcm8k)
+        step = max(1, samples_per_message)
         out: list[str] = []
-        for begin in range(0, len(pcm), FRAME_SAMPLES):
-            payload = base64.b64encode(ulaw_encode(pcm[begin:begin + FRAME_SAMPLES]))
+        for begin in range(0, len(pcm), step):
+            payload = base64.b64encode(ulaw_encode(pcm[begin:begin + step]))
             out.append(_dumps({"event": "media", "streamSid": sid,
                                "media": {"payload": payload.decode("ascii")}}))
         return out
