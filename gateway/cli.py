@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.watermark_command import add_watermark_parser, run_watermark
 from streamguard import GuardConfig, ModelError, StreamGuardError
 from streamguard.windows import WindowSpec
 
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="destination (default: $STREAMGUARD_MODEL_DIR or ~/.local/share)")
     imp.add_argument("--name", default=None, help="model name (default from the variant)")
     models_sub.add_parser("list", help="list imported models")
+    add_watermark_parser(sub)
     return parser
 
 
@@ -108,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(serve(settings))
         if args.command == "models":
             return run_models(args)
+        if args.command == "watermark":
+            return run_watermark(args)
     except ModelError as exc:
         print(f"streamguard: model error: {exc}", file=sys.stderr)
         return EXIT_USAGE
