@@ -13,8 +13,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.audit_command import AUDIT_COMMANDS, add_audit_parsers, run_audit_command
 from gateway.watermark_command import add_watermark_parser, run_watermark
 from streamguard import GuardConfig, ModelError, StreamGuardError
+from streamguard.watermark import WatermarkKey
 from streamguard.windows import WindowSpec
 
 EXIT_OK = 0
@@ -41,9 +43,19 @@ def resolve_model(spec: str | None) -> Path | None:
     return user_model_dir() / f"{spec}.onnx"
 
 
+def watermark_key(text: str) -> WatermarkKey:
+    """``VENDOR:KEY_ID:SECRET_HEX`` from the command line."""
+    try:
+        vendor, key_id, secret = text.split(":")
+        return WatermarkKey(int(vendor), int(key_id), bytes.fromhex(secret))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected VENDOR:KEY_ID:SECRET_HEX ({exc})") from exc
+
+
 def guard_config(args: argparse.Namespace) -> GuardConfig:
     window = WindowSpec(hop=int(args.hop * 16000))
-    return GuardConfig(model_path=resolve_model(args.model), window=window)
+    return GuardConfig(model_path=resolve_model(args.model), window=window,
+                       watermark_keys=tuple(args.trust_watermark))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     def model_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", help="ONNX file or imported model name (default: shipped)")
         p.add_argument("--hop", type=float, default=1.0, help="window hop in seconds")
+        p.add_argument("--trust-watermark", type=watermark_key, action="append", default=[],
+                       metavar="VENDOR:KEY_ID:SECRET_HEX",
+                       help="a disclosure watermark key to trust (repeatable): speech carrying "
+                            "it is labelled disclosed_synthetic, never held")
 
     scan = sub.add_parser("scan", help="score audio/video files for synthetic speech")
     scan.add_argument("files", nargs="+", help="media files (anything PyAV opens)")
@@ -85,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", default=None, help="model name (default from the variant)")
     models_sub.add_parser("list", help="list imported models")
     add_watermark_parser(sub)
+    add_audit_parsers(sub)
     return parser
 
 
@@ -112,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_models(args)
         if args.command == "watermark":
             return run_watermark(args)
+        if args.command in AUDIT_COMMANDS:
+            return run_audit_command(args)
     except ModelError as exc:
         print(f"streamguard: model error: {exc}", file=sys.stderr)
         return EXIT_USAGE

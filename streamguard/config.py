@@ -13,6 +13,7 @@ from typing import Any
 
 from streamguard.fusion import FusionConfig
 from streamguard.policy import DEFAULT_POLICY, Policy
+from streamguard.watermark import WatermarkKey
 from streamguard.windows import WindowSpec
 
 DEFAULT_MODEL = "voice_clone.onnx"
@@ -37,6 +38,10 @@ class GuardConfig:
     media is gathered this long before resampling, VAD and windowing run, so
     their fixed per-call cost is paid five times less often than per 20 ms
     frame; it delays a window's close by at most that much.
+    ``watermark_keys``: disclosure watermarks the operator trusts (a voice
+    bot's vendor key); a stream carrying a verified one is
+    ``disclosed_synthetic`` until ``disclosure_hold_s`` of media pass without
+    the mark being verified again (a bot may hand the line to a person).
     """
 
     model_path: Path | None = None
@@ -51,6 +56,8 @@ class GuardConfig:
     intra_op_threads: int = 1
     max_gap_seconds: float = 2.0
     media_batch_ms: float = 100.0
+    watermark_keys: tuple[WatermarkKey, ...] = ()
+    disclosure_hold_s: float = 15.0
 
     def resolved_model_path(self) -> Path:
         return self.model_path or bundled_model_path()
@@ -71,4 +78,8 @@ class GuardConfig:
             values["policy"] = Policy.from_dict(values["policy"])
         if "fusion" in values:
             values["fusion"] = replace(FusionConfig(), **values["fusion"])
+        if "watermark_keys" in values:
+            values["watermark_keys"] = tuple(
+                WatermarkKey(int(k["vendor_id"]), int(k["key_id"]), bytes.fromhex(k["secret_hex"]))
+                for k in values["watermark_keys"])
         return cls(**values)

@@ -26,7 +26,8 @@ class Verdict:
 
     ``probability`` is P(speech is synthetic) fused over recent windows and
     ``interval`` its uncertainty (90 % by default); both are ``None`` only for
-    a final verdict on a stream that never had enough speech.
+    a final verdict on a stream that never had enough speech. ``disclosure``
+    says why a stream is ``disclosed_synthetic`` (e.g. the verified watermark).
     """
 
     stream_id: str
@@ -46,6 +47,7 @@ class Verdict:
     speech_ratio: float | None = None
     latency_ms: float | None = None
     final: bool = False
+    disclosure: dict[str, Any] | None = None
 
     @property
     def changed(self) -> bool:
@@ -67,13 +69,15 @@ class Notice:
 
     Kinds: ``window_dropped`` (overload or inference failure),
     ``media_error`` (bad input that was discarded), ``gap`` (missing media
-    filled with silence).
+    filled with silence), ``watermark`` (a disclosure watermark was found,
+    lost, or could not be trusted; ``detail`` carries the detection).
     """
 
     stream_id: str
     kind: str
     message: str
     at: float
+    detail: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -17,6 +17,7 @@ from streamguard.detectors.voice_clone import VoiceCloneDetector
 from streamguard.inference.batcher import MicroBatcher
 from streamguard.inference.onnx_model import OnnxModel
 from streamguard.session import Session, SessionSettings
+from streamguard.watermark import WatermarkKey
 
 
 class Guard:
@@ -33,6 +34,7 @@ class Guard:
             window=window, fusion=config.fusion, vad_aggressiveness=config.vad_aggressiveness,
             max_gap_seconds=config.max_gap_seconds,
             media_batch_seconds=config.media_batch_ms / 1000,
+            watermark_keys=config.watermark_keys, disclosure_hold_s=config.disclosure_hold_s,
             calibration_sd=calibration_sd(cal.method, cal.n), policy=config.policy,
         )
         self.batcher = MicroBatcher(
@@ -48,14 +50,22 @@ class Guard:
         return cls(config, model)
 
     def open_session(self, stream_id: str, *, tenant: str = "default", kind: str = "call",
-                     meta: Mapping[str, Any] | None = None) -> Session:
-        """Start judging a stream; must be called from a running event loop."""
+                     meta: Mapping[str, Any] | None = None,
+                     watermark_keys: tuple[WatermarkKey, ...] | None = None) -> Session:
+        """Start judging a stream; must be called from a running event loop.
+
+        ``watermark_keys`` overrides the configured trusted keys for this
+        stream (a tenant's own list of allowed voice-bot vendors).
+        """
         current = self.sessions.get(stream_id)
         if current is not None and not current.closed:
             raise ValueError(f"stream {stream_id!r} already has an open session")
         self.batcher.start()
+        settings = self._settings
+        if watermark_keys is not None:
+            settings = replace(settings, watermark_keys=watermark_keys)
         session = Session(stream_id, tenant=tenant, kind=kind, meta=meta or {},
-                          detector=self.detector, batcher=self.batcher, settings=self._settings)
+                          detector=self.detector, batcher=self.batcher, settings=settings)
         self.sessions[stream_id] = session
         return session
 

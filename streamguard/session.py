@@ -25,6 +25,7 @@ from streamguard.media.frames import AudioChunk
 from streamguard.media.resample import StreamResampler
 from streamguard.policy import Policy, PolicyEngine
 from streamguard.vad import SpeechGate
+from streamguard.watermark import Detection, Status, WatermarkDetector, WatermarkKey
 from streamguard.windows import SlidingWindower, Window, WindowSpec
 
 
@@ -37,6 +38,8 @@ class SessionSettings:
     media_batch_seconds: float
     calibration_sd: float
     policy: Policy
+    watermark_keys: tuple[WatermarkKey, ...] = ()
+    disclosure_hold_s: float = 15.0
 
 
 class Session:
@@ -70,6 +73,13 @@ class Session:
         self._closed = False
         self.final: Verdict | None = None
         self.media_seconds = 0.0
+        # Every stream is probed for disclosure marks (about 0.4 % of a core), so
+        # unknown or forged marks are reported too, not only the trusted ones.
+        self._watermark = WatermarkDetector(settings.watermark_keys,
+                                            rate=settings.window.sample_rate)
+        self._disclosure: Detection | None = None
+        self._disclosed_until = -1.0
+        self._reported_state = State.LISTENING
 
     @property
     def state(self) -> State:
@@ -185,8 +195,41 @@ class Session:
         if len(pcm16k) == 0 or self._windower is None:
             return
         frames, flags = self._gate.push(pcm16k)
-        for window in self._windower.push(frames, flags):
+        windows = self._windower.push(frames, flags)
+        detection = self._watermark.push(pcm16k)
+        if detection is not None:
+            self._on_watermark(detection)
+        elif self._watermark.latest is not None and self._watermark.latest.trusted:
+            self._disclosed_until = self._media_time() + self._settings.disclosure_hold_s
+        for window in windows:
             self._submit(window)
+
+    def _media_time(self) -> float:
+        assert self._windower is not None
+        rate = self._settings.window.sample_rate
+        return self._windower.origin + self._windower.total_samples / rate
+
+    def _on_watermark(self, detection: Detection) -> None:
+        """A verified mark discloses the stream; any other mark is only reported."""
+        at = self._media_time()
+        detail = detection.to_dict()
+        if detection.trusted:
+            self._disclosure = detection
+            self._disclosed_until = at + self._settings.disclosure_hold_s
+            message = (f"verified disclosure watermark: vendor {detection.vendor_id} "
+                       f"key {detection.key_id}")
+        elif detection.status is Status.UNKNOWN:
+            message = (f"watermark of an unknown key (vendor {detection.vendor_id} key "
+                       f"{detection.key_id}): reported, not trusted")
+        elif detection.status is Status.INVALID:
+            message = (f"watermark claims vendor {detection.vendor_id} key "
+                       f"{detection.key_id} but fails the keyed check: forged or damaged")
+        else:
+            message = "watermark present, payload not yet readable"
+        self._notice("watermark", message, at, detail)
+
+    def _disclosed(self, at: float) -> bool:
+        return self._disclosure is not None and at <= self._disclosed_until
 
     def _submit(self, window: Window) -> None:
         payload = self._detector.prepare(window.samples)
@@ -198,16 +241,20 @@ class Session:
     def _on_result(self, window: Window, logits: npt.NDArray[np.float32], latency: float) -> None:
         score = self._detector.score(logits)
         estimate = self._fusion.add(self._detector.calibrated_logit(score.margin))
+        disclosed = self._disclosed(window.end)
+        state = State.DISCLOSED_SYNTHETIC if disclosed else estimate.state
+        previous, self._reported_state = self._reported_state, state
         self._seq += 1
         verdict = Verdict(
             stream_id=self.stream_id, tenant=self.tenant, seq=self._seq,
             start=window.start, end=window.end,
             raw_score=score.margin, window_probability=score.probability,
             probability=estimate.probability, interval=estimate.interval,
-            state=estimate.state, previous_state=estimate.previous_state,
+            state=state, previous_state=previous,
             windows_scored=self._fusion.windows, detector=self._detector.name,
             model_version=self._detector.version, speech_ratio=window.speech_ratio,
             latency_ms=latency * 1000.0,
+            disclosure=self._disclosure_detail() if disclosed else None,
         )
         self._queue.put_nowait(verdict)
         for action in self._policy.evaluate(verdict):
@@ -224,22 +271,30 @@ class Session:
         if self._outstanding == 0:
             self._idle.set()
 
-    def _notice(self, kind: str, message: str, at: float) -> None:
-        self._queue.put_nowait(Notice(self.stream_id, kind, message, at))
+    def _notice(self, kind: str, message: str, at: float,
+                detail: dict[str, Any] | None = None) -> None:
+        self._queue.put_nowait(Notice(self.stream_id, kind, message, at, detail))
+
+    def _disclosure_detail(self) -> dict[str, Any] | None:
+        if self._disclosure is None:
+            return None
+        return {"kind": "watermark", **self._disclosure.to_dict()}
 
     def _final_verdict(self) -> Verdict:
+        """Whole-call judgement; a call that carried a verified disclosure stays disclosed."""
         overall = self._fusion.overall()
-        end = 0.0
-        if self._windower is not None:
-            rate = self._settings.window.sample_rate
-            end = self._windower.origin + self._windower.total_samples / rate
+        end = self._media_time() if self._windower is not None else 0.0
+        state = overall.state if overall else State.LISTENING
+        if self._disclosure is not None:
+            state = State.DISCLOSED_SYNTHETIC
         self._seq += 1
         return Verdict(
             stream_id=self.stream_id, tenant=self.tenant, seq=self._seq,
             start=0.0, end=end, raw_score=None, window_probability=None,
             probability=overall.probability if overall else None,
             interval=overall.interval if overall else None,
-            state=overall.state if overall else State.LISTENING,
-            previous_state=self._fusion.state, windows_scored=self._fusion.windows,
-            detector=self._detector.name, model_version=self._detector.version, final=True,
+            state=state, previous_state=self._reported_state,
+            windows_scored=self._fusion.windows, detector=self._detector.name,
+            model_version=self._detector.version, final=True,
+            disclosure=self._disclosure_detail(),
         )
