@@ -20,10 +20,11 @@ import numpy.typing as npt
 
 from gateway.prompts_store import Prompts
 from streamguard import Action, ActionKind, AudioChunk, Guard, Session, StreamGuardError, Verdict
-from streamguard.events import Notice
+from streamguard.events import IdentityCheck, Notice
 
 log = logging.getLogger("streamguard.gateway")
 
+CALLER = "caller"
 FRAME_SECONDS = 0.02
 TELEPHONY_RATE = 8000
 
@@ -86,17 +87,32 @@ class CallBridge:
         self.call_id = call_id
         self.parameters = dict(parameters)
         self.tenant = self.parameters.get("tenant", "default")
+        claim_keys = self.guard.config.identity.claim_keys
         for leg in legs:
             if leg not in self.scored_legs or leg in self.sessions:
                 continue
+            # A claimed identity is the customer's: only the caller leg is checked against it.
+            meta = {k: v for k, v in self.parameters.items()
+                    if leg == CALLER or k not in claim_keys}
             session = self.guard.open_session(
                 f"{call_id}:{leg}", tenant=self.tenant, kind="call",
-                meta={"protocol": self.protocol, "leg": leg, **self.parameters})
+                meta={"protocol": self.protocol, "leg": leg, **meta})
             self.sessions[leg] = session
             self._pumps.append(asyncio.get_running_loop().create_task(self._pump(leg, session)))
         self.sink.emit({"type": "call_started", "call_id": call_id, "protocol": self.protocol,
                         "legs": list(legs), "tenant": self.tenant,
                         "parameters": self.parameters})
+
+    def update(self, parameters: Mapping[str, str]) -> None:
+        """Mid-call metadata (AudioHook ``update``); a newly claimed identity is checked."""
+        self.parameters.update(parameters)
+        claim_keys = self.guard.config.identity.claim_keys
+        claimed = next((parameters[k] for k in claim_keys if parameters.get(k)), None)
+        if claimed is None:
+            return
+        caller = self.sessions.get(CALLER)
+        if caller is not None and not caller.closed:
+            caller.claim_identity(claimed)
 
     def audio(self, leg: str, pcm: npt.NDArray[np.int16], pts: int | None = None,
               sample_rate: int = TELEPHONY_RATE) -> None:
@@ -138,7 +154,8 @@ class CallBridge:
             record = event.to_dict()
             record.update(call_id=self.call_id, leg=leg, protocol=self.protocol)
             self.sink.emit(record)
-            if isinstance(event, Verdict) and (event.changed or event.final):
+            changed = isinstance(event, Verdict) and (event.changed or event.final)
+            if changed or isinstance(event, IdentityCheck):
                 await self._report(record)
             elif isinstance(event, Action):
                 await self._apply(event)

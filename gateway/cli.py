@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.audit_command import AUDIT_COMMANDS, add_audit_parsers, run_audit_command
+from gateway.enrol_command import add_enrol_parsers, run_enrol_command
 from gateway.watermark_command import add_watermark_parser, run_watermark
 from streamguard import GuardConfig, ModelError, StreamGuardError
 from streamguard.watermark import WatermarkKey
@@ -87,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--events-json", action="store_true",
                        help="print every verdict and action as a JSON line on stdout")
     serve.add_argument("--webhook-url", help="POST every action here (HMAC-SHA256 signed)")
+    serve.add_argument("--enrolments", type=Path, default=None, metavar="DB",
+                       help="voiceprint store: calls whose parameters claim an identity "
+                            "(claimed_id / customer_id) are checked against it")
     serve.add_argument("--webhook-secret", default=os.environ.get("STREAMGUARD_WEBHOOK_SECRET",
                                                                    ""))
     model_options(serve)
@@ -101,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", default=None, help="model name (default from the variant)")
     models_sub.add_parser("list", help="list imported models")
     add_watermark_parser(sub)
+    add_enrol_parsers(sub)
     add_audit_parsers(sub)
     return parser
 
@@ -123,12 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = GatewaySettings(
                 host=args.host, port=args.port, audiosocket_port=args.audiosocket_port,
                 events_json=args.events_json, webhook_url=args.webhook_url,
-                webhook_secret=args.webhook_secret, guard=guard_config(args))
+                webhook_secret=args.webhook_secret, guard=guard_config(args),
+                enrolments_db=args.enrolments)
             return asyncio.run(serve(settings))
         if args.command == "models":
             return run_models(args)
         if args.command == "watermark":
             return run_watermark(args)
+        if args.command in ("enrol", "voiceprints", "forget"):
+            return run_enrol_command(args)
         if args.command in AUDIT_COMMANDS:
             return run_audit_command(args)
     except ModelError as exc:

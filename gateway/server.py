@@ -20,7 +20,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from gateway.adapters.audiosocket_tcp import audiosocket_handler
 from gateway.adapters.websocket_calls import audiohook_endpoint, twilio_endpoint
@@ -30,6 +30,7 @@ from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
 from gateway.sinks import FanOut, JsonLinesSink, WebhookSink
 from streamguard import Guard
+from streamguard.enrolment import SQLiteEnrolmentStore
 
 log = logging.getLogger("streamguard.gateway")
 
@@ -75,8 +76,9 @@ async def metrics(request: Request) -> Response:
     return PlainTextResponse("\n".join(lines) + "\n")
 
 
-def build_app(runtime: GatewayRuntime) -> Starlette:
+def build_app(runtime: GatewayRuntime, extra_routes: list[BaseRoute] | None = None) -> Starlette:
     app = Starlette(routes=[
+        *(extra_routes or []),
         WebSocketRoute("/media/twilio", twilio_endpoint),
         WebSocketRoute("/media/audiohook", audiohook_endpoint),
         Route("/healthz", health),
@@ -86,6 +88,18 @@ def build_app(runtime: GatewayRuntime) -> Starlette:
     ])
     app.state.runtime = runtime
     return app
+
+
+def _webrtc_edge(runtime: GatewayRuntime) -> Any:
+    """The WHIP/WHEP edge, or ``None`` when disabled or aiortc is not installed."""
+    if not runtime.settings.webrtc_enabled:
+        return None
+    try:
+        from gateway.webrtc.whip import WebRtcEdge
+    except ImportError as exc:
+        log.warning("WebRTC edge disabled: %s", exc)
+        return None
+    return WebRtcEdge(runtime)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -110,12 +124,16 @@ class Gateway:
         self._http_task: asyncio.Task[None] | None = None
         self._tcp: asyncio.Server | None = None
         self._webhook: WebhookSink | None = None
+        self._enrolments: SQLiteEnrolmentStore | None = None
         self.port = settings.port
         self.audiosocket_port = settings.audiosocket_port
+        self.webrtc: Any = None  # gateway.webrtc.whip.WebRtcEdge when aiortc is installed
 
     async def start(self) -> None:
         settings = self.settings
-        guard = self._guard or Guard.from_config(settings.guard)
+        if self._guard is None and settings.enrolments_db is not None:
+            self._enrolments = SQLiteEnrolmentStore(settings.enrolments_db)
+        guard = self._guard or Guard.from_config(settings.guard, enrolments=self._enrolments)
         sinks: list[Any] = list(self._extra_sinks)
         if settings.events_json:
             sinks.append(JsonLinesSink())
@@ -124,7 +142,9 @@ class Gateway:
             sinks.append(self._webhook)
         runtime = GatewayRuntime(settings, guard, FanOut(*sinks), Prompts.bundled())
         self.runtime = runtime
-        config = uvicorn.Config(build_app(runtime), host=settings.host, port=settings.port,
+        self.webrtc = _webrtc_edge(runtime)
+        routes = self.webrtc.routes() if self.webrtc is not None else []
+        config = uvicorn.Config(build_app(runtime, routes), host=settings.host, port=settings.port,
                                 ws_max_size=settings.max_message_bytes, lifespan="off",
                                 log_level="warning", ws_ping_interval=None,
                                 ws_per_message_deflate=False,
@@ -148,6 +168,8 @@ class Gateway:
         runtime.accepting = False
         if self._tcp is not None:
             self._tcp.close()
+        if self.webrtc is not None:
+            await self.webrtc.close()
         with contextlib.suppress(TimeoutError):
             await runtime.drain()
         if self._uvicorn is not None and self._http_task is not None:
@@ -159,6 +181,8 @@ class Gateway:
             await self._webhook.close()
         if self._guard is None:
             await runtime.guard.close()
+        if self._enrolments is not None:
+            self._enrolments.close()
         self.runtime = None
 
 

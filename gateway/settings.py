@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from streamguard import GuardConfig
 
@@ -28,3 +29,20 @@ class GatewaySettings:
     send_timeout_s: float = 5.0
     drain_timeout_s: float = 10.0
     guard: GuardConfig = field(default_factory=GuardConfig)
+    # WebRTC edge (WHIP ingest, WHEP relay). ``webrtc_host_addresses``: the only
+    # addresses ICE host candidates are gathered on (aioice skips loopback by
+    # default; tests need 127.0.0.1, production the media interface); empty = all
+    # interfaces. ``webrtc_ice_servers``: STUN/TURN URLs, none by default.
+    # ``webrtc_ice_timeout_s``: a peer that has not connected by then is closed.
+    # ``webrtc_banner_seconds``: how long a warning banner stays on relayed video.
+    webrtc_enabled: bool = True
+    webrtc_host_addresses: tuple[str, ...] = ("127.0.0.1",)
+    webrtc_ice_servers: tuple[str, ...] = ()
+    webrtc_ice_timeout_s: float = 15.0
+    webrtc_video_fps: float = 5.0
+    webrtc_banner_seconds: float = 15.0
+    webrtc_max_participants: int = 200
+    webrtc_max_viewers: int = 16
+    webrtc_max_sdp_bytes: int = 64 * 1024
+    # SQLite voiceprint store: calls that claim an identity are checked against it.
+    enrolments_db: Path | None = None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from streamguard.fusion import FusionConfig
+from streamguard.identity import IdentityConfig
 from streamguard.policy import DEFAULT_POLICY, Policy
 from streamguard.watermark import WatermarkKey
 from streamguard.windows import WindowSpec
@@ -42,6 +43,8 @@ class GuardConfig:
     bot's vendor key); a stream carrying a verified one is
     ``disclosed_synthetic`` until ``disclosure_hold_s`` of media pass without
     the mark being verified again (a bot may hand the line to a person).
+    ``identity``: the impersonation check's thresholds; it runs only when the
+    Guard is given an enrolment store and a call claims an identity.
     """
 
     model_path: Path | None = None
@@ -58,6 +61,7 @@ class GuardConfig:
     media_batch_ms: float = 100.0
     watermark_keys: tuple[WatermarkKey, ...] = ()
     disclosure_hold_s: float = 15.0
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
 
     def resolved_model_path(self) -> Path:
         return self.model_path or bundled_model_path()
@@ -78,6 +82,11 @@ class GuardConfig:
             values["policy"] = Policy.from_dict(values["policy"])
         if "fusion" in values:
             values["fusion"] = replace(FusionConfig(), **values["fusion"])
+        if "identity" in values:
+            identity = dict(values["identity"])
+            if "claim_keys" in identity:
+                identity["claim_keys"] = tuple(identity["claim_keys"])
+            values["identity"] = replace(IdentityConfig(), **identity)
         if "watermark_keys" in values:
             values["watermark_keys"] = tuple(
                 WatermarkKey(int(k["vendor_id"]), int(k["key_id"]), bytes.fromhex(k["secret_hex"]))

@@ -116,4 +116,32 @@ class Action:
         return out
 
 
-Event = Verdict | Notice | Action
+@dataclass(frozen=True, slots=True)
+class IdentityCheck:
+    """How the live voice compares with the identity the call claims.
+
+    ``status`` is one of ``streamguard.identity.IdentityStatus``;
+    ``similarity`` the cosine of the call's running voiceprint to the claimed
+    person's enrolled one with its interval (``value``, ``low``, ``high``,
+    ``n_windows``, ``speech_seconds``), ``p_synthetic`` the voice-clone
+    evidence it was combined with. No embedding is ever carried.
+    """
+
+    stream_id: str
+    tenant: str
+    claimed_id: str
+    status: str
+    previous_status: str | None
+    similarity: dict[str, float | int] | None
+    p_synthetic: float | None
+    at: float
+    model: str
+    final: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["type"] = "identity"
+        return out
+
+
+Event = Verdict | Notice | Action | IdentityCheck

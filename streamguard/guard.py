@@ -8,21 +8,31 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 from streamguard.calibration import calibration_sd
 from streamguard.config import GuardConfig
 from streamguard.detectors.voice_clone import VoiceCloneDetector
+from streamguard.enrolment import EnrolmentStore
+from streamguard.identity import IdentityService, embed_partials_fn, store_lookup
 from streamguard.inference.batcher import MicroBatcher
 from streamguard.inference.onnx_model import OnnxModel
 from streamguard.session import Session, SessionSettings
+from streamguard.speaker import MODEL_NAME, SpeakerEncoder
 from streamguard.watermark import WatermarkKey
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 class Guard:
-    def __init__(self, config: GuardConfig, model: OnnxModel) -> None:
+    def __init__(self, config: GuardConfig, model: OnnxModel,
+                 identity: IdentityService | None = None) -> None:
         self.config = config
+        self.identity = identity
         self.model = model
         self.detector = VoiceCloneDetector(model.info)
         window = config.window
@@ -36,6 +46,7 @@ class Guard:
             media_batch_seconds=config.media_batch_ms / 1000,
             watermark_keys=config.watermark_keys, disclosure_hold_s=config.disclosure_hold_s,
             calibration_sd=calibration_sd(cal.method, cal.n), policy=config.policy,
+            identity=identity,
         )
         self.batcher = MicroBatcher(
             model.run, max_batch=config.max_batch, max_delay=config.max_delay_ms / 1000.0,
@@ -44,10 +55,23 @@ class Guard:
         self.sessions: dict[str, Session] = {}
 
     @classmethod
-    def from_config(cls, config: GuardConfig | None = None) -> Guard:
+    def from_config(cls, config: GuardConfig | None = None, *,
+                    enrolments: EnrolmentStore | None = None,
+                    speaker_encoder: SpeakerEncoder | None = None) -> Guard:
+        """Load the models once. With ``enrolments``, calls that claim an identity are
+        checked against the claimed person's voiceprint (the GE2E encoder is loaded
+        from the installed ``resemblyzer`` package unless ``speaker_encoder`` is given)."""
         config = config or GuardConfig()
         model = OnnxModel(config.resolved_model_path(), intra_op_threads=config.intra_op_threads)
-        return cls(config, model)
+        identity = None
+        if enrolments is not None:
+            encoder = speaker_encoder or SpeakerEncoder.load()
+            batcher = MicroBatcher(embed_partials_fn(encoder), max_batch=config.max_batch,
+                                   max_delay=config.max_delay_ms / 1000.0,
+                                   max_pending_per_stream=config.identity.max_pending)
+            identity = IdentityService(encoder, store_lookup(enrolments, MODEL_NAME, _now),
+                                       config.identity, batcher)
+        return cls(config, model, identity)
 
     def open_session(self, stream_id: str, *, tenant: str = "default", kind: str = "call",
                      meta: Mapping[str, Any] | None = None,
@@ -61,6 +85,8 @@ class Guard:
         if current is not None and not current.closed:
             raise ValueError(f"stream {stream_id!r} already has an open session")
         self.batcher.start()
+        if self.identity is not None:
+            self.identity.batcher.start()
         settings = self._settings
         if watermark_keys is not None:
             settings = replace(settings, watermark_keys=watermark_keys)
@@ -78,6 +104,8 @@ class Guard:
         for stream_id in list(self.sessions):
             await self.close_session(stream_id)
         await self.batcher.close()
+        if self.identity is not None:
+            await self.identity.batcher.close()
 
     async def __aenter__(self) -> Guard:
         return self

@@ -46,6 +46,6 @@ async def scan_pcm(guard: Guard, stream_id: str, pcm: npt.NDArray[np.int16],
                 result.verdicts.append(event)
         elif isinstance(event, Action):
             result.actions.append(event)
-        else:
+        elif isinstance(event, Notice):
             result.notices.append(event)
     return result

@@ -8,7 +8,9 @@ Actions are protocol-neutral; each adapter maps them onto its wire format
 Default policy, in words: warn the agent when a call becomes ``suspect``;
 hold it when it is ``synthetic`` and even the low end of the uncertainty
 interval is high; release the hold when the call falls back to ``clear``;
-label, never hold, ``disclosed_synthetic`` speech.
+label, never hold, ``disclosed_synthetic`` speech. When a call claims an
+identity: ask for another factor (``step_up``) on a voice that is not the
+claimed person's, and warn and step up on a matching but synthetic voice.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from streamguard.events import Action, ActionKind, State, Verdict
+from streamguard.events import Action, ActionKind, IdentityCheck, State, Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +46,22 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentityRule:
+    """Fire ``actions`` when an identity check turns to ``status`` (e.g. ``voice_mismatch``)."""
+
+    name: str
+    status: str
+    actions: tuple[ActionKind, ...]
+    cooldown_s: float = 60.0
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     name: str
     version: str
     rules: tuple[Rule, ...] = field(default_factory=tuple)
+    identity_rules: tuple[IdentityRule, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         for rule in self.rules:
@@ -59,6 +73,8 @@ class Policy:
             "name": self.name, "version": self.version,
             "rules": [{**asdict(r), "state": r.state.value,
                        "actions": [a.value for a in r.actions]} for r in self.rules],
+            "identity_rules": [{**asdict(r), "actions": [a.value for a in r.actions]}
+                               for r in self.identity_rules],
         }
 
     @classmethod
@@ -72,7 +88,13 @@ class Policy:
                      cooldown_s=float(r.get("cooldown_s", 30.0)), text=r.get("text"))
                 for r in data["rules"]
             )
-            return cls(str(data["name"]), str(data["version"]), rules)
+            identity_rules = tuple(
+                IdentityRule(name=str(r["name"]), status=str(r["status"]),
+                             actions=tuple(ActionKind(a) for a in r["actions"]),
+                             cooldown_s=float(r.get("cooldown_s", 60.0)), text=r.get("text"))
+                for r in data.get("identity_rules", ())
+            )
+            return cls(str(data["name"]), str(data["version"]), rules, identity_rules)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"invalid policy: {exc}") from exc
 
@@ -88,6 +110,15 @@ DEFAULT_POLICY = Policy(
              text="This caller's voice appears to be synthetic. The call is on hold."),
         Rule("label-disclosed", State.DISCLOSED_SYNTHETIC, (ActionKind.LABEL,),
              text="This caller is a disclosed AI voice."),
+    ),
+    identity_rules=(
+        IdentityRule("step-up-on-voice-mismatch", "voice_mismatch", (ActionKind.STEP_UP,),
+                     text="The voice does not match the claimed customer's voiceprint. "
+                          "Ask for another factor."),
+        IdentityRule("warn-on-cloned-voice", "cloned_voice",
+                     (ActionKind.WARN, ActionKind.STEP_UP),
+                     text="The voice matches the claimed customer but appears synthetic: "
+                          "a possible voice clone. Ask for another factor."),
     ),
 )
 
@@ -120,6 +151,31 @@ class PolicyEngine:
         if self.on_hold and verdict.state in (State.CLEAR, State.DISCLOSED_SYNTHETIC):
             self.on_hold = False
             actions.append(self._action(ActionKind.RELEASE, "release-when-clear", verdict, None))
+        return actions
+
+    def evaluate_identity(self, check: IdentityCheck, state: State,
+                          probability: float | None,
+                          interval: tuple[float, float] | None) -> list[Action]:
+        """Actions for an identity check that just changed status."""
+        if check.final or check.status == check.previous_status:
+            return []
+        actions: list[Action] = []
+        for rule in self.policy.identity_rules:
+            if rule.status != check.status:
+                continue
+            last = self._last_fired.get(rule.name)
+            if last is not None and check.at - last < rule.cooldown_s:
+                continue
+            self._last_fired[rule.name] = check.at
+            similarity = check.similarity["value"] if check.similarity else None
+            reason = f"identity {check.status} for {check.claimed_id!r}" + (
+                f", similarity {similarity:.2f}" if similarity is not None else "")
+            for kind in rule.actions:
+                actions.append(Action(
+                    kind=kind, stream_id=check.stream_id, tenant=check.tenant, rule=rule.name,
+                    reason=reason, state=state, probability=probability, interval=interval,
+                    at=check.at, policy_version=f"{self.policy.name}@{self.policy.version}",
+                    text=rule.text))
         return actions
 
     def _action(self, kind: ActionKind, rule: str, verdict: Verdict, text: str | None) -> Action:

@@ -18,13 +18,14 @@ import numpy.typing as npt
 
 from streamguard.detectors.voice_clone import VoiceCloneDetector
 from streamguard.errors import MediaError, SessionClosedError
-from streamguard.events import Event, Notice, State, Verdict
+from streamguard.events import Event, IdentityCheck, Notice, State, Verdict
 from streamguard.fusion import FusionConfig, StreamFusion
+from streamguard.identity import ClaimTracker, IdentityService, IdentityStatus, judge
 from streamguard.inference.batcher import MicroBatcher
 from streamguard.media.frames import AudioChunk
 from streamguard.media.resample import StreamResampler
 from streamguard.policy import Policy, PolicyEngine
-from streamguard.vad import SpeechGate
+from streamguard.vad import FRAME_SAMPLES, SpeechGate
 from streamguard.watermark import Detection, Status, WatermarkDetector, WatermarkKey
 from streamguard.windows import SlidingWindower, Window, WindowSpec
 
@@ -40,6 +41,7 @@ class SessionSettings:
     policy: Policy
     watermark_keys: tuple[WatermarkKey, ...] = ()
     disclosure_hold_s: float = 15.0
+    identity: IdentityService | None = None
 
 
 class Session:
@@ -80,6 +82,14 @@ class Session:
         self._disclosure: Detection | None = None
         self._disclosed_until = -1.0
         self._reported_state = State.LISTENING
+        self._probability: float | None = None
+        self._interval: tuple[float, float] | None = None
+        self._claim: ClaimTracker | None = None
+        if settings.identity is not None:
+            claimed = next((str(self.meta[k]) for k in settings.identity.config.claim_keys
+                            if self.meta.get(k)), None)
+            if claimed is not None:
+                self.claim_identity(claimed)
 
     @property
     def state(self) -> State:
@@ -121,6 +131,23 @@ class Session:
         assert self._resampler is not None
         self._process(self._resampler.push(pcm))
 
+    def claim_identity(self, subject_id: str) -> None:
+        """The call claims to be ``subject_id``: compare its voice with their voiceprint.
+
+        Called from metadata at open or later (an agent's API call mid-call);
+        a new claim starts a fresh comparison.
+        """
+        if self._closed:
+            raise SessionClosedError(f"session {self.stream_id} is closed")
+        service = self._settings.identity
+        if service is None:
+            self._notice("identity", "identity claimed but no speaker model is configured", 0.0)
+            return
+        self._claim = ClaimTracker(subject_id, service.reference(subject_id), service.config,
+                                   service.model)
+        if self._claim.reference is None:
+            self._emit_identity(IdentityStatus.NOT_ENROLLED, None, self._clock())
+
     async def drained(self) -> None:
         """Wait until every submitted window is scored or dropped."""
         await self._idle.wait()
@@ -149,6 +176,11 @@ class Session:
                     self._submit(window)
         await self._idle.wait()
         if self.final is None:
+            claim = self._claim
+            if claim is not None and claim.status is not None:
+                similarity = claim.similarity()
+                self._emit_identity(claim.status, similarity.as_dict() if similarity else None,
+                                    self._clock(), final=True)
             self.final = self._final_verdict()
             self._queue.put_nowait(self.final)
             self._queue.put_nowait(None)
@@ -195,6 +227,7 @@ class Session:
         if len(pcm16k) == 0 or self._windower is None:
             return
         frames, flags = self._gate.push(pcm16k)
+        self._speaker_partials(frames, flags)
         windows = self._windower.push(frames, flags)
         detection = self._watermark.push(pcm16k)
         if detection is not None:
@@ -203,6 +236,55 @@ class Session:
             self._disclosed_until = self._media_time() + self._settings.disclosure_hold_s
         for window in windows:
             self._submit(window)
+
+    def _speaker_partials(self, frames: npt.NDArray[np.int16],
+                          flags: npt.NDArray[np.bool_]) -> None:
+        claim, service = self._claim, self._settings.identity
+        if claim is None or claim.reference is None or service is None:
+            return
+        for partial_audio in claim.partials.push(frames, flags, FRAME_SAMPLES):
+            self._outstanding += 1
+            self._idle.clear()
+            at = self._clock()
+            service.batcher.submit(f"{self.stream_id}#speaker", partial_audio,
+                                   partial(self._on_embedding, claim, at),
+                                   lambda reason: self._finished_one())
+
+    def _on_embedding(self, claim: ClaimTracker, at: float,
+                      embedding: npt.NDArray[np.float32], latency: float) -> None:
+        if claim is self._claim:
+            claim.add(embedding)
+            self._update_identity(at)
+        self._finished_one()
+
+    def _update_identity(self, at: float) -> None:
+        claim = self._claim
+        if claim is None:
+            return
+        similarity = claim.similarity()
+        if similarity is None:
+            return
+        status = judge(similarity, self._probability, claim.config, claim.voiceprint.n_windows)
+        if status is not claim.status:
+            self._emit_identity(status, similarity.as_dict(), at)
+
+    def _emit_identity(self, status: IdentityStatus, similarity: dict[str, float | int] | None,
+                       at: float, final: bool = False) -> None:
+        claim = self._claim
+        assert claim is not None
+        check = IdentityCheck(
+            stream_id=self.stream_id, tenant=self.tenant, claimed_id=claim.claimed_id,
+            status=status.value, previous_status=claim.status.value if claim.status else None,
+            similarity=similarity, p_synthetic=self._probability, at=at, model=claim.model,
+            final=final)
+        claim.status = status
+        self._queue.put_nowait(check)
+        for action in self._policy.evaluate_identity(check, self._reported_state,
+                                                     self._probability, self._interval):
+            self._queue.put_nowait(action)
+
+    def _clock(self) -> float:
+        return self._media_time() if self._windower is not None else 0.0
 
     def _media_time(self) -> float:
         assert self._windower is not None
@@ -241,6 +323,7 @@ class Session:
     def _on_result(self, window: Window, logits: npt.NDArray[np.float32], latency: float) -> None:
         score = self._detector.score(logits)
         estimate = self._fusion.add(self._detector.calibrated_logit(score.margin))
+        self._probability, self._interval = estimate.probability, estimate.interval
         disclosed = self._disclosed(window.end)
         state = State.DISCLOSED_SYNTHETIC if disclosed else estimate.state
         previous, self._reported_state = self._reported_state, state
@@ -259,6 +342,7 @@ class Session:
         self._queue.put_nowait(verdict)
         for action in self._policy.evaluate(verdict):
             self._queue.put_nowait(action)
+        self._update_identity(window.end)
         self._finished_one()
 
     def _on_drop(self, window: Window, reason: str) -> None:

@@ -37,7 +37,7 @@ def dispatch(bridge: CallBridge, events: Sequence[object]) -> str | None:
             bridge.touch()
             bridge.start(event.call_id, tuple(event.legs), event.parameters)
         elif isinstance(event, CallUpdated):
-            bridge.parameters.update(event.parameters)
+            bridge.update(event.parameters)
         elif isinstance(event, Paused):
             bridge.touch()
             bridge.paused = True
