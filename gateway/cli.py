@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.audit_command import AUDIT_COMMANDS, add_audit_parsers, run_audit_command
-from gateway.enrol_command import add_enrol_parsers, run_enrol_command
+from gateway.enrol_command import add_enrol_parsers, data_file, run_enrol_command
 from gateway.watermark_command import add_watermark_parser, run_watermark
 from streamguard import GuardConfig, ModelError, StreamGuardError
 from streamguard.watermark import WatermarkKey
@@ -59,6 +59,12 @@ def guard_config(args: argparse.Namespace) -> GuardConfig:
                        watermark_keys=tuple(args.trust_watermark))
 
 
+def audit_path(args: argparse.Namespace) -> Path | None:
+    if args.no_audit:
+        return None
+    return args.audit_db or data_file("audit.sqlite3", dict(os.environ))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamguard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="play calls through the live pipeline and show verdicts")
     demo.add_argument("files", nargs="*", help="media files (default: bundled sample calls)")
     demo.add_argument("--speed", type=float, default=1.0, help="playback speed (1 = real time)")
+    demo.add_argument("--audit-db", type=Path, default=None, metavar="DB",
+                      help="audit log (default: the same as serve's)")
+    demo.add_argument("--no-audit", action="store_true", help="keep no audit log")
     model_options(demo)
 
     serve = sub.add_parser("serve", help="run the telephony gateway")
@@ -88,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--events-json", action="store_true",
                        help="print every verdict and action as a JSON line on stdout")
     serve.add_argument("--webhook-url", help="POST every action here (HMAC-SHA256 signed)")
+    serve.add_argument("--audit-db", type=Path, default=None, metavar="DB",
+                       help="tamper-evident audit log (default: $STREAMGUARD_DATA_DIR/"
+                            "audit.sqlite3 or the XDG data dir)")
+    serve.add_argument("--no-audit", action="store_true", help="keep no audit log")
     serve.add_argument("--enrolments", type=Path, default=None, metavar="DB",
                        help="voiceprint store: calls whose parameters claim an identity "
                             "(claimed_id / customer_id) are checked against it")
@@ -120,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from gateway.demo import run_demo
 
-            return asyncio.run(run_demo(args.files, guard_config(args), speed=args.speed))
+            return asyncio.run(run_demo(args.files, guard_config(args), speed=args.speed,
+                                        audit_db=audit_path(args)))
         if args.command == "serve":
             from gateway.server import serve
             from gateway.settings import GatewaySettings
@@ -129,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 host=args.host, port=args.port, audiosocket_port=args.audiosocket_port,
                 events_json=args.events_json, webhook_url=args.webhook_url,
                 webhook_secret=args.webhook_secret, guard=guard_config(args),
-                enrolments_db=args.enrolments)
+                enrolments_db=args.enrolments, audit_db=audit_path(args))
             return asyncio.run(serve(settings))
         if args.command == "models":
             return run_models(args)

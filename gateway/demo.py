@@ -72,7 +72,8 @@ class ConsoleSink:
             print(line, flush=True)
 
 
-async def run_demo(files: list[str], config: GuardConfig, *, speed: float = 1.0) -> int:
+async def run_demo(files: list[str], config: GuardConfig, *, speed: float = 1.0,
+                   audit_db: Path | None = None) -> int:
     paths = files or bundled_samples()
     calls = []
     failed = 0
@@ -82,8 +83,8 @@ async def run_demo(files: list[str], config: GuardConfig, *, speed: float = 1.0)
         except MediaError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
-    gateway = Gateway(GatewaySettings(port=0, audiosocket_port=0, guard=config),
-                      sinks=[ConsoleSink()])
+    gateway = Gateway(GatewaySettings(port=0, audiosocket_port=0, guard=config,
+                                      audit_db=audit_db), sinks=[ConsoleSink()])
     await gateway.start()
     try:
         assert gateway.runtime is not None
@@ -112,4 +113,7 @@ async def run_demo(files: list[str], config: GuardConfig, *, speed: float = 1.0)
             for name, pcm in calls))
     finally:
         await gateway.stop()
+    if audit_db is not None:
+        print(f"every verdict and action is in the audit log {audit_db} "
+              f"(check it: streamguard audit verify --db {audit_db})", flush=True)
     return 1 if failed else 0

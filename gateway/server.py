@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from gateway.adapters.audiosocket_tcp import audiosocket_handler
 from gateway.adapters.websocket_calls import audiohook_endpoint, twilio_endpoint
+from gateway.audit_sink import AuditSink
 from gateway.bridge import EventSink
 from gateway.prompts_store import Prompts
 from gateway.runtime import GatewayRuntime
@@ -125,6 +126,7 @@ class Gateway:
         self._tcp: asyncio.Server | None = None
         self._webhook: WebhookSink | None = None
         self._enrolments: SQLiteEnrolmentStore | None = None
+        self._audit: AuditSink | None = None
         self.port = settings.port
         self.audiosocket_port = settings.audiosocket_port
         self.webrtc: Any = None  # gateway.webrtc.whip.WebRtcEdge when aiortc is installed
@@ -137,6 +139,11 @@ class Gateway:
         sinks: list[Any] = list(self._extra_sinks)
         if settings.events_json:
             sinks.append(JsonLinesSink())
+        if settings.audit_db is not None:
+            settings.audit_db.parent.mkdir(parents=True, exist_ok=True)
+            self._audit = AuditSink(settings.audit_db)
+            self._audit.start()
+            sinks.append(self._audit)
         if settings.webhook_url:
             self._webhook = WebhookSink(settings.webhook_url, settings.webhook_secret)
             sinks.append(self._webhook)
@@ -179,6 +186,8 @@ class Gateway:
             await self._tcp.wait_closed()
         if self._webhook is not None:
             await self._webhook.close()
+        if self._audit is not None:
+            await self._audit.close()
         if self._guard is None:
             await runtime.guard.close()
         if self._enrolments is not None:

@@ -46,3 +46,5 @@ class GatewaySettings:
     webrtc_max_sdp_bytes: int = 64 * 1024
     # SQLite voiceprint store: calls that claim an identity are checked against it.
     enrolments_db: Path | None = None
+    # Tamper-evident audit log of every verdict, action, notice and call event.
+    audit_db: Path | None = None

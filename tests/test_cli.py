@@ -77,12 +77,19 @@ def test_console_script_runs(files, level_model):
     assert json.loads(proc.stdout)["verdict"] == "clear"
 
 
-def test_demo_streams_live_verdicts_for_each_call(files, level_model, capsys):
-    code = main(["demo", "--speed", "50", "--model", str(level_model),
-                 str(files["quiet"]), str(files["loud"])])
+def test_demo_streams_live_verdicts_for_each_call(files, level_model, capsys, tmp_path):
+    audit_db = tmp_path / "audit.sqlite3"
+    code = main(["demo", "--speed", "50", "--model", str(level_model), "--audit-db",
+                 str(audit_db), str(files["quiet"]), str(files["loud"])])
     out = capsys.readouterr().out
     assert code == 0
     assert "FINAL CLEAR" in out and "FINAL SYNTHETIC" in out
     assert "<- was listening" in out
     assert "ACTION HOLD" in out
     assert "streamguard:hold reached the call" in out  # replayed through the gateway
+    from streamguard.audit import AuditLog
+
+    with AuditLog(audit_db) as log:
+        assert log.verify().ok
+        kinds = {e.type for e in log.entries()}
+    assert {"call_started", "verdict", "action", "call_ended"} <= kinds

@@ -76,6 +76,18 @@ async def test_twilio_synthetic_call_gets_warning_hold_and_audio(gateway):
     assert "streamguard:hold" in marks
 
 
+async def test_hold_is_released_when_the_call_turns_clear(gateway):
+    url = f"ws://127.0.0.1:{gateway.port}/media/twilio"
+    pcm = np.concatenate([call(2, 9), call(16, 0)])
+    result = await replay_twilio(url, pcm, speed=6, linger=0.5)
+    kinds = [a["kind"] for a in gateway.sink.of("action")]
+    assert "hold" in kinds and "release" in kinds
+    assert kinds.index("hold") < kinds.index("release")
+    events = [m.get("event") for m in result.messages]
+    assert "clear" in events  # Twilio's buffered hold audio is flushed on release
+    assert "streamguard:release" in [m["mark"]["name"] for m in result.of_event("mark")]
+
+
 async def test_audiosocket_call_is_scored_and_hears_the_hold(gateway):
     result = await replay_audiosocket("127.0.0.1", gateway.audiosocket_port, call(3, 10),
                                       speed=4, linger=0.5)

@@ -64,3 +64,45 @@ class AudioChunk:
                    pts: int | None = None, byteorder: str = "little") -> AudioChunk:
         """Raw signed 16-bit PCM (AudioSocket uses little-endian slin16)."""
         return cls(stream_id, pcm16_from_bytes(payload, byteorder), sample_rate, pts)
+
+
+VIDEO_FORMATS = ("rgb24", "yuv420p")
+
+
+@dataclass(frozen=True, slots=True)
+class VideoFrame:
+    """One decoded picture of a stream, placed on that stream's media clock.
+
+    ``pts`` is in seconds from the stream's start (adapters rebase transport
+    timestamps such as RTP's random origin). ``image`` is ``uint8``: an
+    ``(height, width, 3)`` array for ``rgb24``, or the planar I420 layout PyAV
+    uses for ``yuv420p``: ``(height * 3 // 2, width)``, the Y plane on top of
+    the quarter-size U and V planes.
+    """
+
+    stream_id: str
+    pts: float
+    image: npt.NDArray[np.uint8]
+    format: str = "rgb24"
+
+    def __post_init__(self) -> None:
+        if self.format not in VIDEO_FORMATS:
+            raise MediaError(f"unsupported video format {self.format!r}")
+        if self.image.dtype != np.uint8:
+            raise MediaError("VideoFrame needs a uint8 image")
+        if self.format == "rgb24":
+            if self.image.ndim != 3 or self.image.shape[2] != 3:
+                raise MediaError("rgb24 frames need a (height, width, 3) array")
+        elif self.image.ndim != 2 or self.image.shape[0] % 3 or self.image.shape[1] % 2:
+            raise MediaError("yuv420p frames need a (height * 3 // 2, width) array")
+        if self.image.shape[0] == 0 or self.image.shape[1] == 0:
+            raise MediaError("empty video frame")
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        rows = int(self.image.shape[0])
+        return rows if self.format == "rgb24" else rows * 2 // 3

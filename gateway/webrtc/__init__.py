@@ -1,0 +1,1 @@
+"""WebRTC edge (aiortc): WHIP ingest for sidecar analysis, WHEP inline relay."""
