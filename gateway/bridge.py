@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from gateway.prompts_store import Prompts
 from streamguard import Action, ActionKind, AudioChunk, Guard, Session, StreamGuardError, Verdict
-from streamguard.events import IdentityCheck, Notice
+from streamguard.events import CampaignEvent, IdentityCheck, Notice, WatchlistMatch
 
 log = logging.getLogger("streamguard.gateway")
 
@@ -96,7 +96,7 @@ class CallBridge:
                     if leg == CALLER or k not in claim_keys}
             session = self.guard.open_session(
                 f"{call_id}:{leg}", tenant=self.tenant, kind="call",
-                meta={"protocol": self.protocol, "leg": leg, **meta})
+                meta={"protocol": self.protocol, "leg": leg, **meta, "call_id": call_id})
             self.sessions[leg] = session
             self._pumps.append(asyncio.get_running_loop().create_task(self._pump(leg, session)))
         self.sink.emit({"type": "call_started", "call_id": call_id, "protocol": self.protocol,
@@ -155,7 +155,7 @@ class CallBridge:
             record.update(call_id=self.call_id, leg=leg, protocol=self.protocol)
             self.sink.emit(record)
             changed = isinstance(event, Verdict) and (event.changed or event.final)
-            if changed or isinstance(event, IdentityCheck):
+            if changed or isinstance(event, IdentityCheck | CampaignEvent | WatchlistMatch):
                 await self._report(record)
             elif isinstance(event, Action):
                 await self._apply(event)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gateway.audit_command import AUDIT_COMMANDS, add_audit_parsers, run_audit_command
 from gateway.enrol_command import add_enrol_parsers, data_file, run_enrol_command
+from gateway.watchlist_command import add_watchlist_parser, run_watchlist_command
 from gateway.watermark_command import add_watermark_parser, run_watermark
 from streamguard import GuardConfig, ModelError, StreamGuardError
 from streamguard.watermark import WatermarkKey
@@ -104,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--enrolments", type=Path, default=None, metavar="DB",
                        help="voiceprint store: calls whose parameters claim an identity "
                             "(claimed_id / customer_id) are checked against it")
+    serve.add_argument("--fleet", default=None, metavar="URL",
+                       help="fleet state for campaign detection and watchlists: "
+                            "redis://host:port/db to share it between gateways "
+                            "(default: this process's memory)")
+    serve.add_argument("--no-fleet", action="store_true",
+                       help="no campaign detection or watchlists (no per-call voiceprint)")
+    serve.add_argument("--watchlist", type=Path, default=None, metavar="DB",
+                       help="watchlist store to load (default: the one `streamguard "
+                            "watchlist` writes, when it exists)")
     serve.add_argument("--webhook-secret", default=os.environ.get("STREAMGUARD_WEBHOOK_SECRET",
                                                                    ""))
     model_options(serve)
@@ -111,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="manage detector models")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     imp = models_sub.add_parser("import", help="convert a published checkpoint to ONNX")
-    imp.add_argument("family", choices=["aasist"], help="model family of the checkpoint")
+    imp.add_argument("family", choices=["aasist", "mesonet"],
+                     help="model family of the checkpoint (.pth for aasist, .h5 for mesonet)")
     imp.add_argument("checkpoint", type=Path)
     imp.add_argument("--model-dir", type=Path, default=None,
                      help="destination (default: $STREAMGUARD_MODEL_DIR or ~/.local/share)")
@@ -120,7 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_watermark_parser(sub)
     add_enrol_parsers(sub)
     add_audit_parsers(sub)
+    add_watchlist_parser(sub)
     return parser
+
+
+def _watchlist_for_serve(args: argparse.Namespace) -> Path | None:
+    if args.watchlist is not None:
+        return Path(args.watchlist)
+    default = data_file("watchlist.sqlite3", dict(os.environ))
+    return default if default.exists() else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,7 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 host=args.host, port=args.port, audiosocket_port=args.audiosocket_port,
                 events_json=args.events_json, webhook_url=args.webhook_url,
                 webhook_secret=args.webhook_secret, guard=guard_config(args),
-                enrolments_db=args.enrolments, audit_db=audit_path(args))
+                enrolments_db=args.enrolments, audit_db=audit_path(args),
+                fleet_url=args.fleet, fleet_enabled=not args.no_fleet,
+                watchlist_db=_watchlist_for_serve(args))
             return asyncio.run(serve(settings))
         if args.command == "models":
             return run_models(args)
@@ -151,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_watermark(args)
         if args.command in ("enrol", "voiceprints", "forget"):
             return run_enrol_command(args)
+        if args.command == "watchlist":
+            return run_watchlist_command(args)
         if args.command in AUDIT_COMMANDS:
             return run_audit_command(args)
     except ModelError as exc:
@@ -169,12 +192,15 @@ def run_models(args: argparse.Namespace) -> int:
             print(f"{meta.stem:20s} {info.get('architecture', '?'):10s} {info.get('version', '?')}")
         return EXIT_OK
     try:
-        from streamguard.importers.aasist import import_aasist
+        if args.family == "mesonet":
+            from streamguard.importers.mesonet import import_mesonet as importer
+        else:
+            from streamguard.importers.aasist import import_aasist as importer
     except ImportError as exc:
         print(f"streamguard: importing needs the dev extra (torch): {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        path = import_aasist(args.checkpoint, model_dir, name=args.name)
+        path = importer(args.checkpoint, model_dir, name=args.name)
     except StreamGuardError as exc:
         print(f"streamguard: import failed: {exc}", file=sys.stderr)
         return EXIT_FILE_FAILED

@@ -2,17 +2,34 @@
 
 One bad file never stops the others; the exit code is non-zero when any file
 failed, so scripts can tell "scanned, all clear" from "could not scan".
+
+Every file also gets ``provenance`` (its C2PA manifest, validated; needs the
+``c2pa`` extra; trust anchors from ``$STREAMGUARD_C2PA_TRUST_ANCHORS``, a PEM
+file) and, for images and video, ``image_watermark`` (the DWT-DCT mark Stable
+Diffusion pipelines embed; needs the ``image`` extra). Image files have no
+audio, so they get no voice verdict (``verdict`` is null), only these two.
+A missing extra is reported in the field (``{"unavailable": ...}``), never as
+a failed file.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from streamguard import Guard, GuardConfig, MediaError
 from streamguard.media import decode_file
 from streamguard.offline import ScanResult, scan_pcm
+from streamguard.provenance import ProvenanceError, ProvenanceUnavailable, read_provenance
+from streamguard.watermark.image import (
+    IMAGE_SUFFIXES,
+    ImageWatermarkUnavailable,
+    probe_image_file,
+    probe_video_file,
+)
 
 MIN_SECONDS = 1.0
 
@@ -39,7 +56,92 @@ def result_record(path: str, result: ScanResult) -> dict[str, Any]:
     return record
 
 
+def trust_anchors() -> str | None:
+    path = os.environ.get("STREAMGUARD_C2PA_TRUST_ANCHORS")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def provenance_field(path: str, anchors: str | None) -> dict[str, Any]:
+    try:
+        return read_provenance(path, trust_anchors=anchors).to_dict()
+    except ProvenanceUnavailable as exc:
+        return {"unavailable": str(exc)}
+    except ProvenanceError as exc:
+        return {"state": "error", "error": str(exc)}
+
+
+def image_watermark_field(path: str, *, image: bool) -> dict[str, Any] | None:
+    """The image-watermark probe; None for files without pictures."""
+    try:
+        result = probe_image_file(path) if image else probe_video_file(path)
+    except ImageWatermarkUnavailable as exc:
+        return {"unavailable": str(exc)}
+    except MediaError as exc:
+        return {"error": str(exc)}
+    return result.to_dict() if result is not None else None
+
+
+def image_record(path: str, anchors: str | None) -> dict[str, Any]:
+    """An image file: provenance and watermark, no voice verdict. Raises if no pixels."""
+    mark = image_watermark_field(path, image=True)
+    record: dict[str, Any] = {"path": path, "kind": "image", "verdict": None,
+                              "note": "image: no audio, so no voice verdict",
+                              "provenance": provenance_field(path, anchors),
+                              "image_watermark": mark}
+    if mark is not None and "error" in mark and "too small" not in mark["error"]:
+        raise MediaError(mark["error"])
+    return record
+
+
+def silent_video_record(path: str, anchors: str | None) -> dict[str, Any] | None:
+    """A video without audio: provenance and watermark only; None when it has no video."""
+    mark = image_watermark_field(path, image=False)
+    if mark is None or "error" in mark:
+        return None
+    return {"path": path, "kind": "video", "verdict": None,
+            "note": "video without audio, so no voice verdict",
+            "provenance": provenance_field(path, anchors), "image_watermark": mark}
+
+
+def print_extras(record: dict[str, Any]) -> None:
+    prov = record.get("provenance") or {}
+    if "unavailable" in prov:
+        print(f"  provenance: not checked ({prov['unavailable']})")
+    elif prov.get("state") == "error":
+        print(f"  provenance: error: {prov.get('error')}")
+    elif prov.get("state") == "absent":
+        print("  provenance: no C2PA manifest")
+    elif prov:
+        signer = prov.get("signer") or {}
+        errors = ", ".join(e["code"] for e in prov.get("errors") or [])
+        print(f"  provenance: C2PA {prov['state'].upper()} by {prov.get('claim_generator')} "
+              f"(signer {signer.get('common_name')} / {signer.get('issuer')})"
+              f"{'  declares GENERATIVE AI' if prov.get('ai_generated') else ''}"
+              f"{'  errors: ' + errors if errors else ''}")
+    mark = record.get("image_watermark")
+    if mark is None:
+        return
+    if "unavailable" in mark or "error" in mark:
+        print(f"  image watermark: not checked ({mark.get('unavailable') or mark.get('error')})")
+    elif mark["detected"]:
+        print(f"  image watermark: {mark['mark']} DETECTED ({mark['generator']}; "
+              f"{mark['bit_errors']}/{mark['bits']} bit errors, false alarm <= "
+              f"{mark['false_alarm']:.1e}, {mark['frames']} frame(s))")
+    else:
+        print(f"  image watermark: none found (best {mark['best_match']}: "
+              f"{mark['bit_errors']}/{mark['bits']} bit errors)")
+
+
 def print_human(record: dict[str, Any]) -> None:
+    if record.get("kind") in ("image", "video"):
+        print(f"{record['path']}  ({record['kind']}; no audio, no voice verdict)")
+        print_extras(record)
+        return
     print(f"{record['path']}  ({record['duration']:.1f} s, {len(record['windows'])} windows)")
     for w in record["windows"]:
         print(f"  {w['start']:7.2f}–{w['end']:7.2f} s  score {w['score']:+7.2f}  "
@@ -50,19 +152,36 @@ def print_human(record: dict[str, Any]) -> None:
         low, high = record["interval"]
         print(f"  verdict: {record['verdict'].upper()}  P(synthetic)={record['probability']:.2f} "
               f"[{low:.2f}, {high:.2f}]  model {record['model_version']}")
+    print_extras(record)
 
 
 async def run_scan(paths: list[str], config: GuardConfig, *, as_json: bool) -> int:
     failed = 0
+    anchors = trust_anchors()
     async with Guard.from_config(config) as guard:
         for index, path in enumerate(paths):
             try:
+                if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+                    record = image_record(path, anchors)
+                    if as_json:
+                        print(json.dumps(record), flush=True)
+                    else:
+                        print_human(record)
+                    continue
                 audio = decode_file(path)
                 if audio.duration < MIN_SECONDS:
                     raise MediaError(f"{path}: too short ({audio.duration:.2f} s; "
                                      f"at least {MIN_SECONDS:.0f} s of audio is needed)")
                 result = await scan_pcm(guard, f"scan-{index}", audio.pcm, audio.sample_rate)
             except MediaError as exc:
+                silent = silent_video_record(path, anchors) if "no audio stream" in str(
+                    exc) else None
+                if silent is not None:
+                    if as_json:
+                        print(json.dumps(silent), flush=True)
+                    else:
+                        print_human(silent)
+                    continue
                 failed += 1
                 if as_json:
                     print(json.dumps({"path": path, "error": str(exc)}), flush=True)
@@ -70,6 +189,8 @@ async def run_scan(paths: list[str], config: GuardConfig, *, as_json: bool) -> i
                     print(f"{path}: error: {exc}", file=sys.stderr)
                 continue
             record = result_record(path, result)
+            record["provenance"] = provenance_field(path, anchors)
+            record["image_watermark"] = image_watermark_field(path, image=False)
             if as_json:
                 print(json.dumps(record), flush=True)
             else:

@@ -30,8 +30,10 @@ from gateway.prompts_store import Prompts
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
 from gateway.sinks import FanOut, JsonLinesSink, WebhookSink
-from streamguard import Guard
+from streamguard import Guard, ModelError
 from streamguard.enrolment import SQLiteEnrolmentStore
+from streamguard.events import Event
+from streamguard.fleet import FleetState, MemoryFleet, SQLiteWatchlistStore
 
 log = logging.getLogger("streamguard.gateway")
 
@@ -62,6 +64,7 @@ async def metrics(request: Request) -> Response:
         f"streamguard_windows_scored_total {stats.scored}",
         "# TYPE streamguard_windows_dropped_total counter",
         f"streamguard_windows_dropped_total {stats.dropped}",
+        *_fleet_metrics(runtime.guard),
         "# TYPE streamguard_queue_depth gauge",
         f"streamguard_queue_depth {stats.pending}",
         "# TYPE streamguard_connections_total counter",
@@ -75,6 +78,33 @@ async def metrics(request: Request) -> Response:
           for k, n in sorted(runtime.metrics.actions.items())),
     ]
     return PlainTextResponse("\n".join(lines) + "\n")
+
+
+_FLEET_GAUGES = ("connected", "buffered_summaries", "pending_reports", "watchlist_entries")
+
+
+def _fleet_metrics(guard: Guard) -> list[str]:
+    """``streamguard_fleet_*``: summaries, gaps (count and seconds), re-syncs, buffer."""
+    if guard.fleet is None:
+        return []
+    lines = []
+    for key, value in sorted(guard.fleet.fleet.stats().items()):
+        name = f"streamguard_fleet_{key}"
+        lines += [f"# TYPE {name} {'gauge' if key in _FLEET_GAUGES else 'counter'}",
+                  f"{name} {value:g}"]
+    return lines
+
+
+def build_fleet(settings: GatewaySettings) -> FleetState:
+    """In-memory fleet by default; ``redis://`` URLs share state between gateways."""
+    url = settings.fleet_url
+    if url is None or url == "memory":
+        return MemoryFleet()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from gateway.fleet_redis import RedisFleet
+
+        return RedisFleet(url)
+    raise ValueError(f"unsupported fleet URL {url!r} (expected redis://host:port/db)")
 
 
 def build_app(runtime: GatewayRuntime, extra_routes: list[BaseRoute] | None = None) -> Starlette:
@@ -127,6 +157,7 @@ class Gateway:
         self._webhook: WebhookSink | None = None
         self._enrolments: SQLiteEnrolmentStore | None = None
         self._audit: AuditSink | None = None
+        self.fleet: FleetState | None = None
         self.port = settings.port
         self.audiosocket_port = settings.audiosocket_port
         self.webrtc: Any = None  # gateway.webrtc.whip.WebRtcEdge when aiortc is installed
@@ -135,13 +166,14 @@ class Gateway:
         settings = self.settings
         if self._guard is None and settings.enrolments_db is not None:
             self._enrolments = SQLiteEnrolmentStore(settings.enrolments_db)
-        guard = self._guard or Guard.from_config(settings.guard, enrolments=self._enrolments)
+        guard = self._guard or await self._build_guard()
         sinks: list[Any] = list(self._extra_sinks)
         if settings.events_json:
             sinks.append(JsonLinesSink())
-        if settings.audit_db is not None:
-            settings.audit_db.parent.mkdir(parents=True, exist_ok=True)
-            self._audit = AuditSink(settings.audit_db)
+        audit_db = settings.audit_db
+        if audit_db is not None:
+            audit_db.parent.mkdir(parents=True, exist_ok=True)
+            self._audit = AuditSink(audit_db)
             self._audit.start()
             sinks.append(self._audit)
         if settings.webhook_url:
@@ -149,6 +181,11 @@ class Gateway:
             sinks.append(self._webhook)
         runtime = GatewayRuntime(settings, guard, FanOut(*sinks), Prompts.bundled())
         self.runtime = runtime
+        if guard.fleet is not None:
+            def fleet_record(event: Event) -> None:
+                runtime.sink.emit({**event.to_dict(), "scope": "fleet"})
+
+            guard.fleet.sinks.append(fleet_record)
         self.webrtc = _webrtc_edge(runtime)
         routes = self.webrtc.routes() if self.webrtc is not None else []
         config = uvicorn.Config(build_app(runtime, routes), host=settings.host, port=settings.port,
@@ -166,6 +203,26 @@ class Gateway:
         self._tcp = await asyncio.start_server(audiosocket_handler(runtime), settings.host,
                                                settings.audiosocket_port, limit=64 * 1024)
         self.audiosocket_port = self._tcp.sockets[0].getsockname()[1]
+
+    async def _build_guard(self) -> Guard:
+        settings = self.settings
+        if not settings.fleet_enabled:
+            return Guard.from_config(settings.guard, enrolments=self._enrolments)
+        fleet = build_fleet(settings)
+        if settings.watchlist_db is not None:
+            with SQLiteWatchlistStore(settings.watchlist_db) as store:
+                for entry in store.entries():
+                    fleet.add_watch(entry)
+        try:
+            guard = Guard.from_config(settings.guard, enrolments=self._enrolments, fleet=fleet)
+        except ModelError as exc:
+            if settings.fleet_url is not None:
+                raise
+            log.warning("fleet disabled, no speaker model: %s", exc)
+            return Guard.from_config(settings.guard, enrolments=self._enrolments)
+        await fleet.start()
+        self.fleet = fleet
+        return guard
 
     async def stop(self) -> None:
         """Stop accepting, drain live calls (final verdicts), then close everything."""
@@ -190,6 +247,9 @@ class Gateway:
             await self._audit.close()
         if self._guard is None:
             await runtime.guard.close()
+        if self.fleet is not None:
+            await self.fleet.close()
+            self.fleet = None
         if self._enrolments is not None:
             self._enrolments.close()
         self.runtime = None

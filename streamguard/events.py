@@ -144,4 +144,59 @@ class IdentityCheck:
         return out
 
 
-Event = Verdict | Notice | Action | IdentityCheck
+@dataclass(frozen=True, slots=True)
+class CampaignEvent:
+    """Bulk deception: this call is one of several sharing a voice or recorded audio.
+
+    ``kind`` is ``same_voice``, ``same_script`` or ``replay`` (see
+    :mod:`streamguard.campaign`); ``calls`` every call attributed to the
+    campaign so far, ``new_calls`` those that joined with this event;
+    ``similarity`` the cluster statistics (``measure``, ``min``, ``mean``,
+    ``max``). ``stream_id`` is ``None`` for the fleet-wide record emitted once
+    per campaign update (not tied to one session). No voiceprint is carried.
+    """
+
+    stream_id: str | None
+    tenant: str
+    campaign_id: str
+    kind: str
+    calls: tuple[str, ...]
+    new_calls: tuple[str, ...]
+    calls_in_window: int
+    similarity: dict[str, Any]
+    is_new: bool
+    first_seen: float
+    last_seen: float
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(type="campaign", calls=list(self.calls), new_calls=list(self.new_calls))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class WatchlistMatch:
+    """The call's voice matches an entry of the tenant's watchlist of known fraud voices.
+
+    ``similarity``: cosine of the call's running voiceprint to the entry with
+    its interval (``value``, ``low``, ``high``, ``n_windows``,
+    ``speech_seconds``); ``threshold`` the bar ``value`` cleared.
+    """
+
+    stream_id: str
+    tenant: str
+    entry_id: str
+    label: str
+    similarity: dict[str, float | int]
+    threshold: float
+    at: float
+    model: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["type"] = "watchlist"
+        return out
+
+
+Event = Verdict | Notice | Action | IdentityCheck | CampaignEvent | WatchlistMatch

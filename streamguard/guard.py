@@ -16,6 +16,7 @@ from streamguard.calibration import calibration_sd
 from streamguard.config import GuardConfig
 from streamguard.detectors.voice_clone import VoiceCloneDetector
 from streamguard.enrolment import EnrolmentStore
+from streamguard.fleet import FleetConfig, FleetLink, FleetState
 from streamguard.identity import IdentityService, embed_partials_fn, store_lookup
 from streamguard.inference.batcher import MicroBatcher
 from streamguard.inference.onnx_model import OnnxModel
@@ -30,9 +31,11 @@ def _now() -> datetime:
 
 class Guard:
     def __init__(self, config: GuardConfig, model: OnnxModel,
-                 identity: IdentityService | None = None) -> None:
+                 identity: IdentityService | None = None,
+                 fleet: FleetLink | None = None) -> None:
         self.config = config
         self.identity = identity
+        self.fleet = fleet
         self.model = model
         self.detector = VoiceCloneDetector(model.info)
         window = config.window
@@ -46,7 +49,7 @@ class Guard:
             media_batch_seconds=config.media_batch_ms / 1000,
             watermark_keys=config.watermark_keys, disclosure_hold_s=config.disclosure_hold_s,
             calibration_sd=calibration_sd(cal.method, cal.n), policy=config.policy,
-            identity=identity,
+            identity=identity, fleet=fleet,
         )
         self.batcher = MicroBatcher(
             model.run, max_batch=config.max_batch, max_delay=config.max_delay_ms / 1000.0,
@@ -57,21 +60,32 @@ class Guard:
     @classmethod
     def from_config(cls, config: GuardConfig | None = None, *,
                     enrolments: EnrolmentStore | None = None,
-                    speaker_encoder: SpeakerEncoder | None = None) -> Guard:
+                    speaker_encoder: SpeakerEncoder | None = None,
+                    fleet: FleetState | None = None,
+                    fleet_config: FleetConfig | None = None) -> Guard:
         """Load the models once. With ``enrolments``, calls that claim an identity are
         checked against the claimed person's voiceprint (the GE2E encoder is loaded
-        from the installed ``resemblyzer`` package unless ``speaker_encoder`` is given)."""
+        from the installed ``resemblyzer`` package unless ``speaker_encoder`` is given).
+        With ``fleet`` (e.g. :class:`~streamguard.fleet.MemoryFleet`), every call's
+        caller leg keeps a running voiceprint and fingerprint for campaign detection
+        and watchlists; the same speaker micro-batcher serves both."""
         config = config or GuardConfig()
         model = OnnxModel(config.resolved_model_path(), intra_op_threads=config.intra_op_threads)
         identity = None
-        if enrolments is not None:
+        link = None
+        if enrolments is not None or fleet is not None:
             encoder = speaker_encoder or SpeakerEncoder.load()
+            fleet_config = fleet_config or FleetConfig()
+            pending = max(config.identity.max_pending, fleet_config.max_pending)
             batcher = MicroBatcher(embed_partials_fn(encoder), max_batch=config.max_batch,
                                    max_delay=config.max_delay_ms / 1000.0,
-                                   max_pending_per_stream=config.identity.max_pending)
-            identity = IdentityService(encoder, store_lookup(enrolments, MODEL_NAME, _now),
-                                       config.identity, batcher)
-        return cls(config, model, identity)
+                                   max_pending_per_stream=pending)
+            if enrolments is not None:
+                identity = IdentityService(encoder, store_lookup(enrolments, MODEL_NAME, _now),
+                                           config.identity, batcher)
+            if fleet is not None:
+                link = FleetLink(fleet, batcher, fleet_config)
+        return cls(config, model, identity, link)
 
     def open_session(self, stream_id: str, *, tenant: str = "default", kind: str = "call",
                      meta: Mapping[str, Any] | None = None,
@@ -85,8 +99,8 @@ class Guard:
         if current is not None and not current.closed:
             raise ValueError(f"stream {stream_id!r} already has an open session")
         self.batcher.start()
-        if self.identity is not None:
-            self.identity.batcher.start()
+        for speaker in self._speaker_batchers():
+            speaker.start()
         settings = self._settings
         if watermark_keys is not None:
             settings = replace(settings, watermark_keys=watermark_keys)
@@ -104,8 +118,12 @@ class Guard:
         for stream_id in list(self.sessions):
             await self.close_session(stream_id)
         await self.batcher.close()
-        if self.identity is not None:
-            await self.identity.batcher.close()
+        for speaker in self._speaker_batchers():
+            await speaker.close()
+
+    def _speaker_batchers(self) -> list[MicroBatcher]:
+        batchers = [b.batcher for b in (self.identity, self.fleet) if b is not None]
+        return list({id(b): b for b in batchers}.values())
 
     async def __aenter__(self) -> Guard:
         return self

@@ -177,3 +177,36 @@ def store_lookup(store: EnrolmentStore, model: str,
                 if vp.model == model and vp.usable(now)]
 
     return lookup
+
+
+class CallVoiceTracker:
+    """One call's running voiceprint for the fleet (bulk deception, watchlists).
+
+    Kept apart from :class:`ClaimTracker`: it follows every caller leg from
+    the start, whether or not an identity is claimed, and a new claim does not
+    reset it. ``due`` says when the next summary should go to the fleet.
+    """
+
+    def __init__(self) -> None:
+        self.voiceprint = RunningVoiceprint()
+        self.partials = SpeechPartials()
+        self.sent_at_speech = 0.0
+        self.summaries = 0
+        self.watch_hits: set[str] = set()
+
+    def add(self, embedding: Float32) -> None:
+        self.voiceprint.add(embedding)
+
+    @property
+    def speech_seconds(self) -> float:
+        return self.voiceprint.speech_seconds
+
+    def due(self, first_s: float, every_s: float) -> bool:
+        speech = self.speech_seconds
+        if self.summaries == 0:
+            return speech >= first_s
+        return speech - self.sent_at_speech >= every_s
+
+    def mark_sent(self) -> None:
+        self.sent_at_speech = self.speech_seconds
+        self.summaries += 1

@@ -18,7 +18,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from streamguard.events import Action, ActionKind, IdentityCheck, State, Verdict
+from streamguard.events import (
+    Action,
+    ActionKind,
+    CampaignEvent,
+    IdentityCheck,
+    State,
+    Verdict,
+    WatchlistMatch,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +65,33 @@ class IdentityRule:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetRule:
+    """Fire ``actions`` on a fleet event: ``event`` is ``campaign`` or ``watchlist``.
+
+    ``kinds`` narrows campaign rules to some kinds (``same_voice``,
+    ``same_script``, ``replay``); empty means all. Fires at most once per
+    campaign (or watchlist entry) per call, and not again within ``cooldown_s``.
+    """
+
+    name: str
+    event: str
+    actions: tuple[ActionKind, ...]
+    kinds: tuple[str, ...] = ()
+    cooldown_s: float = 60.0
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.event not in ("campaign", "watchlist"):
+            raise ValueError(f"fleet rule {self.name!r}: event must be campaign or watchlist")
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     name: str
     version: str
     rules: tuple[Rule, ...] = field(default_factory=tuple)
     identity_rules: tuple[IdentityRule, ...] = field(default_factory=tuple)
+    fleet_rules: tuple[FleetRule, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         for rule in self.rules:
@@ -75,6 +105,8 @@ class Policy:
                        "actions": [a.value for a in r.actions]} for r in self.rules],
             "identity_rules": [{**asdict(r), "actions": [a.value for a in r.actions]}
                                for r in self.identity_rules],
+            "fleet_rules": [{**asdict(r), "actions": [a.value for a in r.actions],
+                             "kinds": list(r.kinds)} for r in self.fleet_rules],
         }
 
     @classmethod
@@ -94,7 +126,15 @@ class Policy:
                              cooldown_s=float(r.get("cooldown_s", 60.0)), text=r.get("text"))
                 for r in data.get("identity_rules", ())
             )
-            return cls(str(data["name"]), str(data["version"]), rules, identity_rules)
+            fleet_rules = tuple(
+                FleetRule(name=str(r["name"]), event=str(r["event"]),
+                          actions=tuple(ActionKind(a) for a in r["actions"]),
+                          kinds=tuple(str(k) for k in r.get("kinds", ())),
+                          cooldown_s=float(r.get("cooldown_s", 60.0)), text=r.get("text"))
+                for r in data.get("fleet_rules", ())
+            )
+            return cls(str(data["name"]), str(data["version"]), rules, identity_rules,
+                       fleet_rules)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"invalid policy: {exc}") from exc
 
@@ -120,16 +160,33 @@ DEFAULT_POLICY = Policy(
                      text="The voice matches the claimed customer but appears synthetic: "
                           "a possible voice clone. Ask for another factor."),
     ),
+    fleet_rules=(
+        FleetRule("notify-on-campaign", "campaign", (ActionKind.NOTIFY, ActionKind.WARN),
+                  text="This call is one of several with the same voice or recording: "
+                       "a possible fraud campaign."),
+        FleetRule("step-up-on-watchlist", "watchlist", (ActionKind.WARN, ActionKind.STEP_UP),
+                  text="The caller's voice matches a known fraud voice on the watchlist. "
+                       "Ask for another factor."),
+    ),
 )
 
 
 class PolicyEngine:
-    """Applies a policy to one stream's verdicts; remembers holds and cooldowns."""
+    """Applies a policy to one stream's verdicts; remembers holds and cooldowns.
+
+    A stream judged by several detectors (voice and face) stays on hold until
+    every detector that asked for the hold has come back clear.
+    """
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
-        self.on_hold = False
+        self._held_by: set[str] = set()
         self._last_fired: dict[str, float] = {}
+        self._fired_for: set[str] = set()
+
+    @property
+    def on_hold(self) -> bool:
+        return bool(self._held_by)
 
     def evaluate(self, verdict: Verdict) -> list[Action]:
         if verdict.final:
@@ -143,14 +200,18 @@ class PolicyEngine:
                 continue
             self._last_fired[rule.name] = verdict.end
             for kind in rule.actions:
-                if kind is ActionKind.HOLD and self.on_hold:
-                    continue
                 if kind is ActionKind.HOLD:
-                    self.on_hold = True
+                    already = self.on_hold
+                    self._held_by.add(verdict.detector)
+                    if already:
+                        continue
                 actions.append(self._action(kind, rule.name, verdict, rule.text))
-        if self.on_hold and verdict.state in (State.CLEAR, State.DISCLOSED_SYNTHETIC):
-            self.on_hold = False
-            actions.append(self._action(ActionKind.RELEASE, "release-when-clear", verdict, None))
+        if (verdict.detector in self._held_by
+                and verdict.state in (State.CLEAR, State.DISCLOSED_SYNTHETIC)):
+            self._held_by.discard(verdict.detector)
+            if not self._held_by:
+                actions.append(self._action(ActionKind.RELEASE, "release-when-clear", verdict,
+                                            None))
         return actions
 
     def evaluate_identity(self, check: IdentityCheck, state: State,
@@ -176,6 +237,43 @@ class PolicyEngine:
                     reason=reason, state=state, probability=probability, interval=interval,
                     at=check.at, policy_version=f"{self.policy.name}@{self.policy.version}",
                     text=rule.text))
+        return actions
+
+    def evaluate_fleet(self, event: CampaignEvent | WatchlistMatch, state: State,
+                       probability: float | None,
+                       interval: tuple[float, float] | None) -> list[Action]:
+        """Actions for a campaign or watchlist event delivered to this stream."""
+        if isinstance(event, CampaignEvent):
+            name, key = "campaign", event.campaign_id
+            reason = (f"campaign {event.campaign_id} ({event.kind}, "
+                      f"{len(event.calls)} calls)")
+        else:
+            name, key = "watchlist", event.entry_id
+            reason = (f"watchlist entry {event.entry_id!r} ({event.label}), similarity "
+                      f"{float(event.similarity['value']):.2f}")
+        actions: list[Action] = []
+        for rule in self.policy.fleet_rules:
+            if rule.event != name or (isinstance(event, CampaignEvent) and rule.kinds
+                                      and event.kind not in rule.kinds):
+                continue
+            once = f"{rule.name}/{key}"
+            last = self._last_fired.get(rule.name)
+            if once in self._fired_for or (last is not None and event.at - last
+                                           < rule.cooldown_s):
+                continue
+            self._fired_for.add(once)
+            self._last_fired[rule.name] = event.at
+            for kind in rule.actions:
+                if kind is ActionKind.HOLD and (self.on_hold
+                                                or state is State.DISCLOSED_SYNTHETIC):
+                    continue  # disclosed synthetic speech is never held
+                if kind is ActionKind.HOLD:
+                    self._held_by.add(name)  # released by an operator, not by a verdict
+                actions.append(Action(
+                    kind=kind, stream_id=event.stream_id or "", tenant=event.tenant,
+                    rule=rule.name, reason=reason, state=state, probability=probability,
+                    interval=interval, at=event.at,
+                    policy_version=f"{self.policy.name}@{self.policy.version}", text=rule.text))
         return actions
 
     def _action(self, kind: ActionKind, rule: str, verdict: Verdict, text: str | None) -> Action:

@@ -8,6 +8,8 @@ a misbehaving neighbour cannot stall this stream's media path.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -16,18 +18,40 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamguard.calibration import sigmoid
+from streamguard.campaign import CallSummary, CampaignAlert
 from streamguard.detectors.voice_clone import VoiceCloneDetector
 from streamguard.errors import MediaError, SessionClosedError
-from streamguard.events import Event, IdentityCheck, Notice, State, Verdict
+from streamguard.events import (
+    CampaignEvent,
+    Event,
+    IdentityCheck,
+    Notice,
+    State,
+    Verdict,
+    WatchlistMatch,
+)
+from streamguard.fingerprint import StreamingFingerprinter
+from streamguard.fleet import FleetLink
 from streamguard.fusion import FusionConfig, StreamFusion
-from streamguard.identity import ClaimTracker, IdentityService, IdentityStatus, judge
+from streamguard.identity import (
+    CallVoiceTracker,
+    ClaimTracker,
+    IdentityService,
+    IdentityStatus,
+    judge,
+)
 from streamguard.inference.batcher import MicroBatcher
 from streamguard.media.frames import AudioChunk
 from streamguard.media.resample import StreamResampler
 from streamguard.policy import Policy, PolicyEngine
+from streamguard.speaker import MODEL_NAME
 from streamguard.vad import FRAME_SAMPLES, SpeechGate
+from streamguard.video import VideoWindow
 from streamguard.watermark import Detection, Status, WatermarkDetector, WatermarkKey
 from streamguard.windows import SlidingWindower, Window, WindowSpec
+
+log = logging.getLogger("streamguard.session")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +66,7 @@ class SessionSettings:
     watermark_keys: tuple[WatermarkKey, ...] = ()
     disclosure_hold_s: float = 15.0
     identity: IdentityService | None = None
+    fleet: FleetLink | None = None
 
 
 class Session:
@@ -85,6 +110,15 @@ class Session:
         self._probability: float | None = None
         self._interval: tuple[float, float] | None = None
         self._claim: ClaimTracker | None = None
+        # Fleet (bulk deception, watchlists): the caller leg of every call, claimed or not.
+        self.call_id = str(self.meta.get("call_id") or stream_id)
+        self._voice: CallVoiceTracker | None = None
+        self._fingerprint: StreamingFingerprinter | None = None
+        self._campaigns: set[str] = set()
+        if settings.fleet is not None and self.meta.get("leg", "caller") == "caller":
+            self._voice = CallVoiceTracker()
+            self._fingerprint = StreamingFingerprinter(settings.window.sample_rate)
+            settings.fleet.register(self.call_id, self)
         if settings.identity is not None:
             claimed = next((str(self.meta[k]) for k in settings.identity.config.claim_keys
                             if self.meta.get(k)), None)
@@ -148,6 +182,25 @@ class Session:
         if self._claim.reference is None:
             self._emit_identity(IdentityStatus.NOT_ENROLLED, None, self._clock())
 
+    def add_video_window(self, window: VideoWindow) -> None:
+        """Fused video evidence (e.g. the participant's face) becomes a verdict of its
+        own detector; the policy acts on it like on voice verdicts, and a hold lasts
+        until every detector that asked for it is clear again."""
+        if self._closed:
+            raise SessionClosedError(f"session {self.stream_id} is closed")
+        estimate = window.estimate
+        self._seq += 1
+        verdict = Verdict(
+            stream_id=self.stream_id, tenant=self.tenant, seq=self._seq,
+            start=window.start, end=window.end, raw_score=window.logit,
+            window_probability=sigmoid(window.logit), probability=estimate.probability,
+            interval=estimate.interval, state=estimate.state,
+            previous_state=estimate.previous_state, windows_scored=window.windows,
+            detector=window.detector, model_version=window.model_version)
+        self._queue.put_nowait(verdict)
+        for action in self._policy.evaluate(verdict):
+            self._queue.put_nowait(action)
+
     async def drained(self) -> None:
         """Wait until every submitted window is scored or dropped."""
         await self._idle.wait()
@@ -175,6 +228,13 @@ class Session:
                 for window in windows:
                     self._submit(window)
         await self._idle.wait()
+        if self.final is None and self._voice is not None and self._fingerprint is not None:
+            link = self._settings.fleet
+            assert link is not None
+            self._fingerprint.flush()
+            self._send_summary(self._clock())
+            link.unregister(self.call_id, self)
+            self._voice = None
         if self.final is None:
             claim = self._claim
             if claim is not None and claim.status is not None:
@@ -227,7 +287,10 @@ class Session:
         if len(pcm16k) == 0 or self._windower is None:
             return
         frames, flags = self._gate.push(pcm16k)
+        if self._fingerprint is not None:
+            self._fingerprint.push(pcm16k)
         self._speaker_partials(frames, flags)
+        self._voice_partials(frames, flags)
         windows = self._windower.push(frames, flags)
         detection = self._watermark.push(pcm16k)
         if detection is not None:
@@ -256,6 +319,84 @@ class Session:
             claim.add(embedding)
             self._update_identity(at)
         self._finished_one()
+
+    # -- fleet: running voiceprint and fingerprint of the call ----------------------------
+    def _voice_partials(self, frames: npt.NDArray[np.int16],
+                        flags: npt.NDArray[np.bool_]) -> None:
+        voice, link = self._voice, self._settings.fleet
+        if voice is None or link is None:
+            return
+        for partial_audio in voice.partials.push(frames, flags, FRAME_SAMPLES):
+            self._outstanding += 1
+            self._idle.clear()
+            at = self._clock()
+            link.batcher.submit(f"{self.stream_id}#voice", partial_audio,
+                                partial(self._on_voice_embedding, voice, at),
+                                lambda reason: self._finished_one())
+
+    def _on_voice_embedding(self, voice: CallVoiceTracker, at: float,
+                            embedding: npt.NDArray[np.float32], latency: float) -> None:
+        link = self._settings.fleet
+        if voice is self._voice and link is not None:
+            voice.add(embedding)
+            self._check_watchlist(voice, link, at)
+            if voice.due(link.config.first_summary_s, link.config.summary_every_s):
+                self._send_summary(at)
+        self._finished_one()
+
+    def _send_summary(self, at: float) -> None:
+        voice, link, fp = self._voice, self._settings.fleet, self._fingerprint
+        if voice is None or link is None or fp is None:
+            return
+        fingerprint = fp.fingerprint
+        end = self._media_time() if self._windower is not None else 0.0
+        if len(fingerprint):
+            fingerprint = fingerprint.window(end - link.config.fingerprint_window_s, math.inf)
+        speech = voice.speech_seconds
+        if voice.voiceprint.n_windows == 0 and not len(fingerprint):
+            return  # nothing heard yet: no summary
+        summary = CallSummary(self.call_id, self.tenant, link.clock(),
+                              voice.voiceprint.embedding(), fingerprint,
+                              speech if voice.voiceprint.n_windows else None)
+        voice.mark_sent()
+        link.observe(summary)
+
+    def _check_watchlist(self, voice: CallVoiceTracker, link: FleetLink, at: float) -> None:
+        config = link.config
+        embedding = voice.voiceprint.embedding()
+        if embedding is None or voice.speech_seconds < config.watchlist_min_speech_s:
+            return
+        try:
+            candidates = link.fleet.watch_candidates(self.tenant, embedding)
+        except Exception:
+            log.exception("watchlist lookup failed for %s", self.stream_id)
+            return
+        for entry, cosine in candidates:
+            if cosine < config.watchlist_threshold or entry.entry_id in voice.watch_hits:
+                continue
+            similarity = voice.voiceprint.similarity(entry.embedding)
+            voice.watch_hits.add(entry.entry_id)
+            match = WatchlistMatch(self.stream_id, self.tenant, entry.entry_id, entry.label,
+                                   similarity.as_dict(), config.watchlist_threshold, at,
+                                   MODEL_NAME)
+            self._queue.put_nowait(match)
+            for action in self._policy.evaluate_fleet(match, self._reported_state,
+                                                      self._probability, self._interval):
+                self._queue.put_nowait(action)
+
+    def on_campaign(self, alert: CampaignAlert) -> None:
+        """The fleet found this call in a campaign: report it once per campaign."""
+        if self.final is not None or alert.campaign_id in self._campaigns:
+            return
+        self._campaigns.add(alert.campaign_id)
+        event = CampaignEvent(self.stream_id, self.tenant, alert.campaign_id, alert.kind,
+                              alert.calls, alert.new_calls, alert.calls_in_window,
+                              alert.similarity.as_dict(), alert.is_new, alert.first_seen,
+                              alert.last_seen, self._clock())
+        self._queue.put_nowait(event)
+        for action in self._policy.evaluate_fleet(event, self._reported_state,
+                                                  self._probability, self._interval):
+            self._queue.put_nowait(action)
 
     def _update_identity(self, at: float) -> None:
         claim = self._claim

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from streamguard.fusion import Estimate
 from streamguard.media.frames import VideoFrame
 
 DEFAULT_SAMPLE_FPS = 5.0
@@ -49,6 +50,34 @@ class VideoScore:
         return {"type": "video_score", "stream_id": self.stream_id, "pts": self.pts,
                 "logits": list(self.logits), "scorer": self.scorer, "width": self.width,
                 "height": self.height, "latency_ms": self.latency_ms}
+
+
+@dataclass(frozen=True, slots=True)
+class VideoWindow:
+    """A closed window of a participant's video evidence, already fused.
+
+    ``logit`` is the window's calibrated logit (e.g. the mean over its sampled
+    frames of the participant's face), ``estimate`` the detector's own
+    calibrated fusion after it; the session turns it into a ``Verdict`` with
+    ``detector`` set, so policy treats face and voice evidence alike.
+    """
+
+    detector: str
+    model_version: str
+    start: float
+    end: float
+    frames: int
+    logit: float
+    estimate: Estimate
+    windows: int
+
+
+@runtime_checkable
+class WindowedVideoScorer(VideoScorer, Protocol):
+    """A scorer that also fuses its frames into windows; the adapter collects them
+    after each ``score`` (never concurrently with it)."""
+
+    def take_windows(self) -> list[VideoWindow]: ...
 
 
 class FrameSampler:

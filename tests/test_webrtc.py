@@ -217,7 +217,7 @@ async def start_gateway(level_model, **overrides):
 
 @pytest.fixture
 async def gateway(level_model):
-    gw = await start_gateway(level_model, webrtc_ice_timeout_s=5.0)
+    gw = await start_gateway(level_model, webrtc_ice_timeout_s=5.0, webrtc_face_swap=False)
     yield gw
     await gw.stop()
 
@@ -409,6 +409,63 @@ async def test_video_hook_is_a_noop_until_a_scorer_is_configured(gateway, client
     finally:
         await client.delete(location)
         await pc.close()
+
+
+FACE_MEDIA = REPO.parent / "shared" / "reference" / "face" / "media"
+
+
+class ClipTrack(MediaStreamTrack):
+    """The frames of a video file, looped, at the file's own pace."""
+
+    kind = "video"
+
+    def __init__(self, path, loops=2):
+        super().__init__()
+        with av.open(str(path)) as container:
+            self._frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        self._total = len(self._frames) * loops
+        self._n = 0
+        self._start = None
+
+    async def recv(self):
+        if self.readyState != "live" or self._n >= self._total:
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._n / 25 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        frame = av.VideoFrame.from_ndarray(self._frames[self._n % len(self._frames)],
+                                           format="rgb24")
+        frame.pts, frame.time_base = self._n * 3600, Fraction(1, 90000)
+        self._n += 1
+        return frame
+
+
+@pytest.mark.parametrize(("clip", "state"), [
+    ("astronaut_faceswap_640x480_25fps_5s.mp4", "synthetic"),
+    ("astronaut_real_640x480_25fps_5s.mp4", "clear"),
+])
+async def test_face_swap_is_scored_fused_and_acted_on(level_model, clip, state):
+    if not (FACE_MEDIA / clip).exists():
+        pytest.skip("shared face media missing")
+    gw = await start_gateway(level_model)
+    if gw.webrtc.video_scorer_factory is None:
+        await gw.stop()
+        pytest.skip("face models unavailable")
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}", timeout=10) as c:
+            pc, location = await publish(c, [ClipTrack(FACE_MEDIA / clip)])
+            pid = participant_id(location)
+            await asyncio.sleep(8.0)
+            await c.delete(location)
+            await pc.close()
+    finally:
+        await gw.stop()
+    faces = [v for v in gw.sink.of("verdict", call_id=pid) if v["detector"] == "face_swap"]
+    assert len(faces) >= 3 and faces[-1]["state"] == state
+    holds = [a for a in gw.sink.of("action", call_id=pid) if a["kind"] == "hold"]
+    assert bool(holds) is (state == "synthetic")
 
 
 # -- relay tracks and the video hook without a network --------------------------------

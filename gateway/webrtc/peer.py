@@ -27,7 +27,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from gateway.bridge import CallBridge
 from gateway.webrtc.relay import Frame, RelayState, TrackHub
 from streamguard.media.frames import VideoFrame
-from streamguard.video import VideoAnalyser, VideoScorer
+from streamguard.video import VideoAnalyser, VideoScorer, WindowedVideoScorer
 
 log = logging.getLogger("streamguard.gateway")
 
@@ -184,6 +184,12 @@ class Participant:
             record = result.to_dict()
             record.update(call_id=self.id, leg=LEG, protocol=PROTOCOL)
             self.bridge.sink.emit(record)
+        scorer = self.video.scorer
+        if isinstance(scorer, WindowedVideoScorer):
+            session = self.bridge.sessions.get(LEG)
+            for window in scorer.take_windows():
+                if session is not None and not session.closed:
+                    session.add_video_window(window)
 
     # -- lifecycle ----------------------------------------------------------------
 

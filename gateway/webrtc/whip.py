@@ -44,6 +44,7 @@ from gateway.webrtc.peer import (
     rtc_configuration,
 )
 from gateway.webrtc.relay import GuardedAudioTrack, GuardedVideoTrack, RelayState
+from streamguard.errors import ModelError
 from streamguard.media import decode_file
 from streamguard.video import VideoScorer
 
@@ -51,6 +52,24 @@ log = logging.getLogger("streamguard.gateway")
 
 SDP = "application/sdp"
 RELAY_RATE = 48000
+
+
+def _face_swap_factory() -> Callable[[str], VideoScorer | None] | None:
+    """Per-participant face-swap scorers sharing one detector and one classifier,
+    or ``None`` (video not scored, said in the log) when the models cannot load."""
+    from streamguard.detectors.face import FaceDetector
+    from streamguard.detectors.face_swap import FaceSwapDetector, FaceSwapScorer
+
+    try:
+        detector, classifier = FaceDetector(), FaceSwapDetector()
+    except ModelError as exc:
+        log.warning("face-swap scoring disabled: %s", exc)
+        return None
+
+    def factory(pid: str) -> VideoScorer:
+        return FaceSwapScorer(detector, classifier, participant=pid)
+
+    return factory
 
 
 class OfferError(Exception):
@@ -69,6 +88,8 @@ class WebRtcEdge:
         #: tracker) comes from ``video_scorer_factory(participant_id)`` instead.
         self.video_scorer: VideoScorer | None = None
         self.video_scorer_factory: Callable[[str], VideoScorer | None] | None = None
+        if self.settings.webrtc_face_swap:
+            self.video_scorer_factory = _face_swap_factory()
         path = resources.files("gateway") / "prompts" / "warning.wav"
         self.warning_pcm = decode_file(str(path), sample_rate=RELAY_RATE).pcm
         self._background: set[asyncio.Task[Any]] = set()
