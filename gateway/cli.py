@@ -18,6 +18,7 @@ from gateway.enrol_command import add_enrol_parsers, data_file, run_enrol_comman
 from gateway.watchlist_command import add_watchlist_parser, run_watchlist_command
 from gateway.watermark_command import add_watermark_parser, run_watermark
 from streamguard import GuardConfig, ModelError, StreamGuardError
+from streamguard.disclosure import DeclaredAgent
 from streamguard.watermark import WatermarkKey
 from streamguard.windows import WindowSpec
 
@@ -54,10 +55,19 @@ def watermark_key(text: str) -> WatermarkKey:
         raise argparse.ArgumentTypeError(f"expected VENDOR:KEY_ID:SECRET_HEX ({exc})") from exc
 
 
+def declared_agent(text: str) -> DeclaredAgent:
+    """``TENANT:AGENT_ID:CONSENT_REF`` from the command line."""
+    parts = text.split(":", 2)
+    if len(parts) != 3 or not all(parts):
+        raise argparse.ArgumentTypeError("expected TENANT:AGENT_ID:CONSENT_REF")
+    return DeclaredAgent(*parts)
+
+
 def guard_config(args: argparse.Namespace) -> GuardConfig:
     window = WindowSpec(hop=int(args.hop * 16000))
     return GuardConfig(model_path=resolve_model(args.model), window=window,
-                       watermark_keys=tuple(args.trust_watermark))
+                       watermark_keys=tuple(args.trust_watermark),
+                       declared_agents=tuple(args.declared_agent))
 
 
 def audit_path(args: argparse.Namespace) -> Path | None:
@@ -77,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="VENDOR:KEY_ID:SECRET_HEX",
                        help="a disclosure watermark key to trust (repeatable): speech carrying "
                             "it is labelled disclosed_synthetic, never held")
+        p.add_argument("--declared-agent", type=declared_agent, action="append", default=[],
+                       metavar="TENANT:AGENT_ID:CONSENT_REF",
+                       help="an AI agent the tenant declares (repeatable): calls whose "
+                            "metadata names it (ai_agent) are disclosed_synthetic")
 
     scan = sub.add_parser("scan", help="score audio/video files for synthetic speech")
     scan.add_argument("files", nargs="+", help="media files (anything PyAV opens)")

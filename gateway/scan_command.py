@@ -8,6 +8,8 @@ Every file also gets ``provenance`` (its C2PA manifest, validated; needs the
 file) and, for images and video, ``image_watermark`` (the DWT-DCT mark Stable
 Diffusion pipelines embed; needs the ``image`` extra). Image files have no
 audio, so they get no voice verdict (``verdict`` is null), only these two.
+Video files also get ``faces``: a face-swap timeline and verdict per tracked
+face (``face-1``, …) next to the voice timeline of their audio track.
 A missing extra is reported in the field (``{"unavailable": ...}``), never as
 a failed file.
 """
@@ -98,17 +100,79 @@ def image_record(path: str, anchors: str | None) -> dict[str, Any]:
     return record
 
 
-def silent_video_record(path: str, anchors: str | None) -> dict[str, Any] | None:
-    """A video without audio: provenance and watermark only; None when it has no video."""
+def silent_video_record(path: str, anchors: str | None,
+                        faces: FaceScanner) -> dict[str, Any] | None:
+    """A video without audio: faces, provenance and watermark; None when it has no video."""
     mark = image_watermark_field(path, image=False)
     if mark is None or "error" in mark:
         return None
     return {"path": path, "kind": "video", "verdict": None,
-            "note": "video without audio, so no voice verdict",
+            "note": "video without audio, so no voice verdict", "faces": faces.field(path),
             "provenance": provenance_field(path, anchors), "image_watermark": mark}
 
 
+class FaceScanner:
+    """Face-swap timeline per tracked face of a video file; models load on first use."""
+
+    def __init__(self) -> None:
+        self._models: tuple[Any, Any] | None = None
+        self._unavailable: str | None = None
+
+    def field(self, path: str) -> dict[str, Any] | None:
+        """``{"participants": {face id: {...}}}``, ``{"unavailable": ...}``, or None
+        for a file without pictures."""
+        from streamguard.errors import ModelError
+        from streamguard.offline_video import scan_video_faces
+
+        if self._unavailable is not None:
+            return {"unavailable": self._unavailable}
+        try:
+            if self._models is None:
+                from streamguard.detectors.face import FaceDetector
+                from streamguard.detectors.face_swap import FaceSwapDetector
+
+                self._models = (FaceDetector(), FaceSwapDetector())
+            windows = scan_video_faces(path, detector=self._models[0],
+                                       classifier=self._models[1])
+        except ModelError as exc:
+            self._unavailable = str(exc)
+            return {"unavailable": self._unavailable}
+        except MediaError:
+            return None  # no video stream: an audio file
+        participants: dict[str, dict[str, Any]] = {}
+        for w in windows:
+            entry = participants.setdefault(w.participant, {"windows": []})
+            entry["windows"].append({
+                "start": round(w.start, 3), "end": round(w.end, 3), "frames": w.frames,
+                "probability": w.window_probability, "fused_probability": w.probability,
+                "state": w.state.value})
+            entry.update(verdict=w.state.value, probability=w.probability,
+                         interval=list(w.interval), model_version=w.model_version)
+        return {"detector": "face_swap", "participants": participants}
+
+
+def print_faces(record: dict[str, Any]) -> None:
+    faces = record.get("faces")
+    if faces is None:
+        return
+    if "unavailable" in faces:
+        print(f"  faces: not checked ({faces['unavailable']})")
+        return
+    if not faces["participants"]:
+        print("  faces: none found")
+    for name, entry in faces["participants"].items():
+        for w in entry["windows"]:
+            print(f"  face {name:<8} {w['start']:7.2f}–{w['end']:7.2f} s  "
+                  f"p(window)={w['probability']:.2f}  p={w['fused_probability']:.2f}  "
+                  f"{w['state']}")
+        low, high = entry["interval"]
+        print(f"  face {name:<8} verdict: {entry['verdict'].upper()}  P(swapped)="
+              f"{entry['probability']:.2f} [{low:.2f}, {high:.2f}]  "
+              f"model {entry['model_version']}")
+
+
 def print_extras(record: dict[str, Any]) -> None:
+    print_faces(record)
     prov = record.get("provenance") or {}
     if "unavailable" in prov:
         print(f"  provenance: not checked ({prov['unavailable']})")
@@ -158,6 +222,7 @@ def print_human(record: dict[str, Any]) -> None:
 async def run_scan(paths: list[str], config: GuardConfig, *, as_json: bool) -> int:
     failed = 0
     anchors = trust_anchors()
+    faces = FaceScanner()
     async with Guard.from_config(config) as guard:
         for index, path in enumerate(paths):
             try:
@@ -174,7 +239,7 @@ async def run_scan(paths: list[str], config: GuardConfig, *, as_json: bool) -> i
                                      f"at least {MIN_SECONDS:.0f} s of audio is needed)")
                 result = await scan_pcm(guard, f"scan-{index}", audio.pcm, audio.sample_rate)
             except MediaError as exc:
-                silent = silent_video_record(path, anchors) if "no audio stream" in str(
+                silent = silent_video_record(path, anchors, faces) if "no audio stream" in str(
                     exc) else None
                 if silent is not None:
                     if as_json:
@@ -189,6 +254,7 @@ async def run_scan(paths: list[str], config: GuardConfig, *, as_json: bool) -> i
                     print(f"{path}: error: {exc}", file=sys.stderr)
                 continue
             record = result_record(path, result)
+            record["faces"] = faces.field(path)
             record["provenance"] = provenance_field(path, anchors)
             record["image_watermark"] = image_watermark_field(path, image=False)
             if as_json:

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from streamguard.disclosure import DeclaredAgent
 from streamguard.fusion import FusionConfig
 from streamguard.identity import IdentityConfig
 from streamguard.policy import DEFAULT_POLICY, Policy
@@ -43,6 +44,8 @@ class GuardConfig:
     bot's vendor key); a stream carrying a verified one is
     ``disclosed_synthetic`` until ``disclosure_hold_s`` of media pass without
     the mark being verified again (a bot may hand the line to a person).
+    ``declared_agents``: AI agents tenants have declared with a consent
+    reference; a call whose metadata names one (``ai_agent``) is disclosed.
     ``identity``: the impersonation check's thresholds; it runs only when the
     Guard is given an enrolment store and a call claims an identity.
     """
@@ -61,6 +64,7 @@ class GuardConfig:
     media_batch_ms: float = 100.0
     watermark_keys: tuple[WatermarkKey, ...] = ()
     disclosure_hold_s: float = 15.0
+    declared_agents: tuple[DeclaredAgent, ...] = ()
     identity: IdentityConfig = field(default_factory=IdentityConfig)
 
     def resolved_model_path(self) -> Path:
@@ -87,6 +91,10 @@ class GuardConfig:
             if "claim_keys" in identity:
                 identity["claim_keys"] = tuple(identity["claim_keys"])
             values["identity"] = replace(IdentityConfig(), **identity)
+        if "declared_agents" in values:
+            values["declared_agents"] = tuple(
+                DeclaredAgent(str(a["tenant"]), str(a["agent_id"]), str(a["consent_ref"]))
+                for a in values["declared_agents"])
         if "watermark_keys" in values:
             values["watermark_keys"] = tuple(
                 WatermarkKey(int(k["vendor_id"]), int(k["key_id"]), bytes.fromhex(k["secret_hex"]))

@@ -48,6 +48,7 @@ class Guard:
             max_gap_seconds=config.max_gap_seconds,
             media_batch_seconds=config.media_batch_ms / 1000,
             watermark_keys=config.watermark_keys, disclosure_hold_s=config.disclosure_hold_s,
+            declared_agents=config.declared_agents,
             calibration_sd=calibration_sd(cal.method, cal.n), policy=config.policy,
             identity=identity, fleet=fleet,
         )

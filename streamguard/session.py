@@ -21,6 +21,7 @@ import numpy.typing as npt
 from streamguard.calibration import sigmoid
 from streamguard.campaign import CallSummary, CampaignAlert
 from streamguard.detectors.voice_clone import VoiceCloneDetector
+from streamguard.disclosure import DeclaredAgent, find_declared
 from streamguard.errors import MediaError, SessionClosedError
 from streamguard.events import (
     CampaignEvent,
@@ -65,6 +66,7 @@ class SessionSettings:
     policy: Policy
     watermark_keys: tuple[WatermarkKey, ...] = ()
     disclosure_hold_s: float = 15.0
+    declared_agents: tuple[DeclaredAgent, ...] = ()
     identity: IdentityService | None = None
     fleet: FleetLink | None = None
 
@@ -107,6 +109,13 @@ class Session:
         self._disclosure: Detection | None = None
         self._disclosed_until = -1.0
         self._reported_state = State.LISTENING
+        claimed_agent, self._declared = find_declared(settings.declared_agents, tenant, self.meta)
+        if self._declared is not None:
+            self._notice("disclosure", f"declared AI agent {claimed_agent!r} "
+                         f"(consent {self._declared.consent_ref})", 0.0, self._declared.to_dict())
+        elif claimed_agent is not None:
+            self._notice("disclosure", f"metadata declares AI agent {claimed_agent!r}, but the "
+                         "tenant has registered no such agent: not trusted", 0.0)
         self._probability: float | None = None
         self._interval: tuple[float, float] | None = None
         self._claim: ClaimTracker | None = None
@@ -452,6 +461,8 @@ class Session:
         self._notice("watermark", message, at, detail)
 
     def _disclosed(self, at: float) -> bool:
+        if self._declared is not None:
+            return True
         return self._disclosure is not None and at <= self._disclosed_until
 
     def _submit(self, window: Window) -> None:
@@ -501,6 +512,8 @@ class Session:
         self._queue.put_nowait(Notice(self.stream_id, kind, message, at, detail))
 
     def _disclosure_detail(self) -> dict[str, Any] | None:
+        if self._declared is not None:
+            return self._declared.to_dict()
         if self._disclosure is None:
             return None
         return {"kind": "watermark", **self._disclosure.to_dict()}
@@ -510,7 +523,7 @@ class Session:
         overall = self._fusion.overall()
         end = self._media_time() if self._windower is not None else 0.0
         state = overall.state if overall else State.LISTENING
-        if self._disclosure is not None:
+        if self._disclosure is not None or self._declared is not None:
             state = State.DISCLOSED_SYNTHETIC
         self._seq += 1
         return Verdict(

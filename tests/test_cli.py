@@ -8,7 +8,7 @@ import pytest
 
 from gateway.cli import main
 
-from .conftest import voiced
+from .conftest import REPO, voiced
 
 
 def write_wav(path, pcm, rate=16000):
@@ -93,3 +93,18 @@ def test_demo_streams_live_verdicts_for_each_call(files, level_model, capsys, tm
         assert log.verify().ok
         kinds = {e.type for e in log.entries()}
     assert {"call_started", "verdict", "action", "call_ended"} <= kinds
+
+
+def test_scan_video_reports_a_face_timeline_per_face(capsys):
+    clip = REPO.parent / "shared" / "reference" / "face" / "media" / \
+        "astronaut_faceswap_640x480_25fps_5s.mp4"
+    if not clip.exists():
+        pytest.skip("shared face media missing")
+    assert main(["scan", "--json", str(clip)]) == 0
+    record = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert record["kind"] == "video" and record["verdict"] is None
+    faces = record["faces"]
+    if "unavailable" in faces:
+        pytest.skip(faces["unavailable"])
+    face = faces["participants"]["face-1"]
+    assert face["verdict"] == "synthetic" and len(face["windows"]) >= 4

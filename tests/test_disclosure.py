@@ -68,3 +68,27 @@ async def test_unmarked_speech_is_not_disclosed(level_model, loud_speech):
     assert not [e for e in events if isinstance(e, Notice) and e.kind == "watermark"]
     verdicts = [e for e in events if isinstance(e, Verdict)]
     assert verdicts[-1].state is State.SYNTHETIC
+
+
+async def test_declared_agent_with_consent_is_disclosed_from_the_start(level_model, loud_speech):
+    from streamguard.disclosure import DeclaredAgent
+
+    agent = DeclaredAgent("bank", "collections-bot", "contract/2026/17")
+    config = GuardConfig(model_path=level_model, declared_agents=(agent,))
+    async with Guard.from_config(config) as guard:
+        declared = guard.open_session("bot", tenant="bank", meta={"ai_agent": "collections-bot"})
+        forged = guard.open_session("fake", tenant="bank", meta={"ai_agent": "other-bot"})
+        other_tenant = guard.open_session("x", tenant="shop", meta={"ai_agent": "collections-bot"})
+        for session in (declared, forged, other_tenant):
+            await play(session, as_pcm16(loud_speech))
+            await session.close()
+        results = [await collect(s) for s in (declared, forged, other_tenant)]
+    verdicts = [[e for e in events if isinstance(e, Verdict)] for events in results]
+    actions = [[e.kind for e in events if isinstance(e, Action)] for events in results]
+    assert all(v.state is State.DISCLOSED_SYNTHETIC for v in verdicts[0])
+    assert verdicts[0][-1].disclosure["consent_ref"] == "contract/2026/17"
+    assert ActionKind.LABEL in actions[0] and ActionKind.HOLD not in actions[0]
+    for i in (1, 2):  # an unregistered declaration is reported, not trusted
+        assert verdicts[i][-1].state is State.SYNTHETIC and ActionKind.HOLD in actions[i]
+        notices = [e for e in results[i] if isinstance(e, Notice) and e.kind == "disclosure"]
+        assert notices and "not trusted" in notices[0].message
