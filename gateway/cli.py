@@ -14,6 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.audit_command import AUDIT_COMMANDS, add_audit_parsers, run_audit_command
+from gateway.control.cli import (
+    CONTROL_COMMANDS,
+    add_control_parsers,
+    default_control_db,
+    run_control_command,
+)
 from gateway.enrol_command import add_enrol_parsers, data_file, run_enrol_command
 from gateway.watchlist_command import add_watchlist_parser, run_watchlist_command
 from gateway.watermark_command import add_watermark_parser, run_watermark
@@ -146,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_enrol_parsers(sub)
     add_audit_parsers(sub)
     add_watchlist_parser(sub)
+    add_control_parsers(sub)
     return parser
 
 
@@ -178,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 webhook_secret=args.webhook_secret, guard=guard_config(args),
                 enrolments_db=args.enrolments, audit_db=audit_path(args),
                 fleet_url=args.fleet, fleet_enabled=not args.no_fleet,
-                watchlist_db=_watchlist_for_serve(args))
+                watchlist_db=_watchlist_for_serve(args), control_db=default_control_db())
             return asyncio.run(serve(settings))
         if args.command == "models":
             return run_models(args)
@@ -190,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_watchlist_command(args)
         if args.command in AUDIT_COMMANDS:
             return run_audit_command(args)
+        if args.command in CONTROL_COMMANDS:
+            return run_control_command(args)
     except ModelError as exc:
         print(f"streamguard: model error: {exc}", file=sys.stderr)
         return EXIT_USAGE

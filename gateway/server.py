@@ -26,6 +26,7 @@ from gateway.adapters.audiosocket_tcp import audiosocket_handler
 from gateway.adapters.websocket_calls import audiohook_endpoint, twilio_endpoint
 from gateway.audit_sink import AuditSink
 from gateway.bridge import EventSink
+from gateway.control import ControlPlane, audit_path
 from gateway.prompts_store import Prompts
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
@@ -158,6 +159,7 @@ class Gateway:
         self._enrolments: SQLiteEnrolmentStore | None = None
         self._audit: AuditSink | None = None
         self.fleet: FleetState | None = None
+        self.control: ControlPlane | None = None
         self.port = settings.port
         self.audiosocket_port = settings.audiosocket_port
         self.webrtc: Any = None  # gateway.webrtc.whip.WebRtcEdge when aiortc is installed
@@ -170,7 +172,7 @@ class Gateway:
         sinks: list[Any] = list(self._extra_sinks)
         if settings.events_json:
             sinks.append(JsonLinesSink())
-        audit_db = settings.audit_db
+        audit_db = audit_path(settings)
         if audit_db is not None:
             audit_db.parent.mkdir(parents=True, exist_ok=True)
             self._audit = AuditSink(audit_db)
@@ -188,6 +190,10 @@ class Gateway:
             guard.fleet.sinks.append(fleet_record)
         self.webrtc = _webrtc_edge(runtime)
         routes = self.webrtc.routes() if self.webrtc is not None else []
+        if settings.control_enabled and self._audit is not None:
+            self.control = ControlPlane(runtime, self._audit.log)
+            self.control.start()
+            routes += self.control.routes()
         config = uvicorn.Config(build_app(runtime, routes), host=settings.host, port=settings.port,
                                 ws_max_size=settings.max_message_bytes, lifespan="off",
                                 log_level="warning", ws_ping_interval=None,
@@ -243,6 +249,9 @@ class Gateway:
             await self._tcp.wait_closed()
         if self._webhook is not None:
             await self._webhook.close()
+        if self.control is not None:
+            await self.control.close()
+            self.control = None
         if self._audit is not None:
             await self._audit.close()
         if self._guard is None:

@@ -58,3 +58,15 @@ class GatewaySettings:
     watchlist_db: Path | None = None
     # Fleet off: no per-call voiceprint or fingerprint is computed at all.
     fleet_enabled: bool = True
+    # Control plane (gateway/control): the HTTP API under /api/v1, live events, tenant
+    # webhooks and the dashboard. ``control_db``: SQLite store of tenants, hashed API keys,
+    # policy versions, webhooks and dead letters (None = in memory, lost on restart).
+    # The bootstrap super-admin key comes from $STREAMGUARD_ADMIN_KEY, never from here.
+    control_enabled: bool = True
+    control_db: Path | None = None
+    api_max_body_bytes: int = 64 * 1024
+    api_rate_per_s: float = 20.0
+    api_burst: int = 60
+    events_queue_size: int = 1000
+    webhook_attempts: int = 4
+    webhook_base_delay_s: float = 0.5

@@ -20,6 +20,7 @@ from streamguard.fleet import FleetConfig, FleetLink, FleetState
 from streamguard.identity import IdentityService, embed_partials_fn, store_lookup
 from streamguard.inference.batcher import MicroBatcher
 from streamguard.inference.onnx_model import OnnxModel
+from streamguard.policy import Policy
 from streamguard.session import Session, SessionSettings
 from streamguard.speaker import MODEL_NAME, SpeakerEncoder
 from streamguard.watermark import WatermarkKey
@@ -57,6 +58,7 @@ class Guard:
             max_pending_per_stream=config.max_pending_per_stream, workers=config.workers,
         )
         self.sessions: dict[str, Session] = {}
+        self._tenant_policies: dict[str, Policy] = {}
 
     @classmethod
     def from_config(cls, config: GuardConfig | None = None, *,
@@ -88,6 +90,14 @@ class Guard:
                 link = FleetLink(fleet, batcher, fleet_config)
         return cls(config, model, identity, link)
 
+    def set_policy(self, tenant: str, policy: Policy) -> None:
+        """A tenant's own published policy; it applies to streams opened from now on
+        (a live call keeps the policy it started with, so its actions stay explainable)."""
+        self._tenant_policies[tenant] = policy
+
+    def policy_for(self, tenant: str) -> Policy:
+        return self._tenant_policies.get(tenant, self.config.policy)
+
     def open_session(self, stream_id: str, *, tenant: str = "default", kind: str = "call",
                      meta: Mapping[str, Any] | None = None,
                      watermark_keys: tuple[WatermarkKey, ...] | None = None) -> Session:
@@ -103,6 +113,8 @@ class Guard:
         for speaker in self._speaker_batchers():
             speaker.start()
         settings = self._settings
+        if tenant in self._tenant_policies:
+            settings = replace(settings, policy=self._tenant_policies[tenant])
         if watermark_keys is not None:
             settings = replace(settings, watermark_keys=watermark_keys)
         session = Session(stream_id, tenant=tenant, kind=kind, meta=meta or {},

@@ -135,6 +135,11 @@ class Session:
                 self.claim_identity(claimed)
 
     @property
+    def policy(self) -> Policy:
+        """The published policy this stream's actions follow."""
+        return self._policy.policy
+
+    @property
     def state(self) -> State:
         return self._fusion.state
 
