@@ -38,7 +38,10 @@ OUT = REPO / "bench" / "results" / "loso.json"
 
 
 def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool) -> dict:
-    items = tvc.load_all(tvc.gather(use_corpus, seed))
+    items = tvc.gather(use_corpus, seed)
+    tvc.log_family_counts(items)
+    tvc.check_families(items, tvc.expected_spoof_families(use_corpus))  # fails loudly
+    items = tvc.load_all(items)
     train_items = [it for it in items if it.split == "train"]
     genuine_test = [it for it in items if it.split == "test" and it.label == 0]
     all_families = sorted({it.family for it in train_items if it.label == 1})
@@ -103,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     use_corpus = not args.no_corpus and tvc.corpus_ready()
     fams = [f for f in args.families.split(",") if f] or None
     t0 = time.time()
-    doc = run(fams, args.steps, args.seed, use_corpus)
+    try:
+        doc = run(fams, args.steps, args.seed, use_corpus)
+    except tvc.MissingFamilyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     doc["wall_seconds"] = round(time.time() - t0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")

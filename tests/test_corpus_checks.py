@@ -1,0 +1,86 @@
+"""Corpus generator / trainer fail loudly on a missing engine, voice or family.
+
+Fast: no TTS is run and nothing is trained (PATH and imports are monkeypatched).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+pytest.importorskip("scipy")
+pytest.importorskip("soundfile")
+
+
+@pytest.fixture()
+def sc(monkeypatch):
+    monkeypatch.syspath_prepend(str(MODELS))
+    import synth_corpus
+
+    return synth_corpus
+
+
+def test_missing_espeak_names_install_command(sc, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # empty dir: no espeak-ng, flite, text2wave
+    with pytest.raises(sc.MissingEngineError) as err:
+        sc.check_engines(["espeak-ng"])
+    msg = str(err.value)
+    assert "espeak-ng" in msg and "apt-get install espeak-ng" in msg
+
+
+def test_all_missing_engines_reported_together(sc, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(sc.MissingEngineError) as err:
+        sc.check_engines(["flite", "festival-hts"])
+    msg = str(err.value)
+    assert "apt-get install flite" in msg and "apt-get install festival" in msg
+
+
+def test_missing_festival_voice(sc, monkeypatch, tmp_path):
+    (tmp_path / "text2wave").write_text("#!/bin/sh\n")
+    (tmp_path / "text2wave").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(sc, "FESTIVAL_VOICES", tmp_path / "no-voices")
+    with pytest.raises(sc.MissingEngineError, match="festvox-us-slt-hts"):
+        sc.check_engines(["festival-hts"])
+
+
+def test_missing_python_engine(sc, monkeypatch):
+    monkeypatch.setitem(sys.modules, "piper", None)  # import piper -> ImportError
+    with pytest.raises(sc.MissingEngineError, match="pip install piper-tts"):
+        sc.check_engines(["piper-joe"])
+
+
+def test_generator_exits_nonzero_before_writing(sc, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    out = tmp_path / "corpus"
+    rc = sc.main(["--out", str(out), "--families", "espeak-ng", "--no-fetch"])
+    assert rc != 0
+    assert "apt-get install espeak-ng" in capsys.readouterr().err
+    assert not out.exists()  # nothing generated, no READY
+
+
+def test_trainer_refuses_a_family_with_zero_files(monkeypatch, tmp_path):
+    pytest.importorskip("torch")
+    monkeypatch.syspath_prepend(str(MODELS))
+    import train_voice_clone as tvc
+
+    def item(label, family, split):
+        return tvc.Item(key=f"{family}/{split}", path=Path("x.flac"), label=label,
+                        family=family, speaker="s", text="", source="corpus", split=split)
+
+    items = [item(0, "librispeech", "train"), item(1, "piper-joe", "train"),
+             item(1, "espeak-ng", "test")]  # espeak-ng: nothing to train on
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(tvc.MissingFamilyError) as err:
+        tvc.check_families(items, ["espeak-ng", "piper-joe"])
+    msg = str(err.value)
+    assert "'espeak-ng' has 0 training files" in msg and "apt-get install espeak-ng" in msg
+    items.append(item(1, "espeak-ng", "train"))
+    tvc.check_families(items, ["espeak-ng", "piper-joe"])  # complete: no error
+    counts = tvc.family_counts(items)
+    assert counts[("spoof", "espeak-ng")]["train"] == 1
