@@ -538,10 +538,11 @@ ENGINE_CHECKS = {  # job -> check; each raises MissingEngineError with the insta
     "piper-joe": _check_piper,
     "griffinlim": lambda: _check_genuine_sources("griffinlim"),
     "world-vc": lambda: (_check_genuine_sources("world-vc"),
-                         _need_module("world-vc", "pyworld", ".venv/bin/pip install pyworld")),
+                         _need_module("world-vc", "pyworld",
+                                      ".venv/bin/pip install -e '.[corpus]'")),
     "lpc-vocoder": lambda: (_check_genuine_sources("lpc-vocoder"),
                             _need_module("lpc-vocoder", "pyworld",
-                                         ".venv/bin/pip install pyworld")),
+                                         ".venv/bin/pip install -e '.[corpus]'")),
 }
 
 
