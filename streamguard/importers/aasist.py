@@ -23,15 +23,11 @@ not tuned for telephony or modern voice clones.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
 import logging
 import math
-import os
 import pickle
 import re
-import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -41,13 +37,19 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from streamguard.errors import ModelError
 from streamguard.importers.aasist_net import (
     AASIST,
     N_SAMPLES,
     SAMPLE_RATE,
     VARIANTS,
     LogitsFirst,
+)
+from streamguard.importers.common import (
+    ModelImportError,
+    check_name,
+    sha256,
+    write_onnx,
+    write_sidecar,
 )
 
 __all__ = ["ModelImportError", "detect_variant", "import_aasist", "load_state_dict"]
@@ -58,20 +60,6 @@ EMBEDDING_NAME = "embedding"
 OPSET = 18
 TOLERANCE = 1e-3
 DEFAULT_NAMES = {"AASIST": "aasist", "AASIST-L": "aasist-l"}
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class ModelImportError(ModelError):
-    """A checkpoint could not be imported (unreadable, wrong model, export or
-    verification failure). The message says which and why."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -245,12 +233,6 @@ def _verify(model: AASIST, path: Path) -> float:
     return diff
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def import_aasist(checkpoint: Path, model_dir: Path, name: str | None = None) -> Path:
     """Convert an AASIST / AASIST-L ``.pth`` into ``model_dir/<name>.onnx`` (+ ``.json``).
 
@@ -259,33 +241,14 @@ def import_aasist(checkpoint: Path, model_dir: Path, name: str | None = None) ->
     """
     checkpoint = Path(checkpoint)
     model_dir = Path(model_dir)
-    if name is not None and not _NAME_RE.match(name):
-        raise ModelImportError(
-            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' "
-            "(at most 64 characters, no path separators)")
+    check_name(name)
     state = load_state_dict(checkpoint)
     variant = detect_variant(state)
     model = _build(state, variant)
     name = name or DEFAULT_NAMES[variant]
-    sha = _sha256(checkpoint)
-
-    try:
-        model_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ModelImportError(f"cannot create model directory {model_dir}: {exc}") from exc
-    onnx_path = model_dir / f"{name}.onnx"
-    json_path = model_dir / f"{name}.json"
-    tmp_path = model_dir / f".{name}.onnx.partial"
-    started = time.perf_counter()
-    try:
-        _export(model, tmp_path)
-        export_s = time.perf_counter() - started
-        diff = _verify(model, tmp_path)
-        os.replace(tmp_path, onnx_path)
-    except OSError as exc:
-        raise ModelImportError(f"cannot write {onnx_path}: {exc}") from exc
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    sha = sha256(checkpoint)
+    written = write_onnx(model_dir, name, lambda path: _export(model, path),
+                         lambda path: _verify(model, path))
 
     config = VARIANTS[variant]
     sidecar: dict[str, Any] = {
@@ -310,13 +273,8 @@ def import_aasist(checkpoint: Path, model_dir: Path, name: str | None = None) ->
         "export": {
             "opset": OPSET,
             "torch": torch.__version__,
-            "seconds": round(export_s, 2),
-            "max_abs_diff_vs_torch": diff,
+            "seconds": round(written.export_seconds, 2),
+            "max_abs_diff_vs_torch": written.max_abs_diff,
         },
     }
-    try:
-        _write_json(json_path, sidecar)
-    except OSError as exc:
-        onnx_path.unlink(missing_ok=True)
-        raise ModelImportError(f"cannot write {json_path}: {exc}") from exc
-    return onnx_path
+    return write_sidecar(written, sidecar)

@@ -35,18 +35,21 @@ failure) raise :class:`ModelImportError`; partial files are removed.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from streamguard.errors import ModelError
+from streamguard.importers.common import (
+    ModelImportError,
+    check_name,
+    sha256,
+    valid_name,
+    write_onnx,
+    write_sidecar,
+)
 
 __all__ = [
     "CONTRACT",
@@ -61,7 +64,6 @@ LOGIT_NAME = "logit_real"
 INPUT_SIZE = 256
 OPSET = 17
 TOLERANCE = 1e-4
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 # The face-classifier contract shared by imported MesoNets and the shipped model.
@@ -108,19 +110,6 @@ _CONV_COUNT = {4: "Meso4", 16: "MesoInception4"}
 _LAYER_RE = re.compile(r"^(conv2d|batch_normalization|dense)_(\d+)$")
 
 Array = npt.NDArray[np.float32]
-
-
-class ModelImportError(ModelError):
-    """A checkpoint could not be imported (unreadable, wrong model, export or
-    verification failure). The message says which and why."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_layers(path: Path) -> dict[str, dict[str, Array]]:
@@ -322,7 +311,7 @@ def _verify(net: Any, path: Path) -> float:
 
 def _default_name(path: Path, variant: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem).strip("-._").lower()
-    return stem[:64] if stem and _NAME_RE.match(stem) else variant.lower()
+    return stem[:64] if stem and valid_name(stem) else variant.lower()
 
 
 def import_mesonet(h5_path: Path, model_dir: Path, name: str | None = None) -> Path:
@@ -335,31 +324,13 @@ def import_mesonet(h5_path: Path, model_dir: Path, name: str | None = None) -> P
 
     h5_path = Path(h5_path)
     model_dir = Path(model_dir)
-    if name is not None and not _NAME_RE.match(name):
-        raise ModelImportError(
-            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' "
-            "(at most 64 characters, no path separators)")
+    check_name(name)
     variant, state = read_mesonet_h5(h5_path)
     net = _build(variant, state)
     name = name or _default_name(h5_path, variant)
-    sha = _sha256(h5_path)
-    try:
-        model_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ModelImportError(f"cannot create model directory {model_dir}: {exc}") from exc
-    onnx_path = model_dir / f"{name}.onnx"
-    json_path = model_dir / f"{name}.json"
-    tmp_path = model_dir / f".{name}.onnx.partial"
-    started = time.perf_counter()
-    try:
-        _export(net, tmp_path)
-        export_s = time.perf_counter() - started
-        diff = _verify(net, tmp_path)
-        os.replace(tmp_path, onnx_path)
-    except OSError as exc:
-        raise ModelImportError(f"cannot write {onnx_path}: {exc}") from exc
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    sha = sha256(h5_path)
+    written = write_onnx(model_dir, name, lambda path: _export(net, path),
+                         lambda path: _verify(net, path))
 
     trained_on = {"df": "Deepfake", "f2f": "Face2Face"}.get(
         h5_path.stem.rsplit("_", 1)[-1].lower(), "unknown (not a published file name)")
@@ -376,13 +347,7 @@ def import_mesonet(h5_path: Path, model_dir: Path, name: str | None = None) -> P
             f"{trained_on} faces; uncalibrated; the published output is P(real)"),
         "checkpoint_sha256": sha,
         "export": {"opset": OPSET, "torch": torch.__version__,
-                   "seconds": round(export_s, 2), "max_abs_diff_vs_torch": diff},
+                   "seconds": round(written.export_seconds, 2),
+                   "max_abs_diff_vs_torch": written.max_abs_diff},
     }
-    tmp_json = json_path.with_name(json_path.name + ".tmp")
-    try:
-        tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n")
-        os.replace(tmp_json, json_path)
-    except OSError as exc:
-        onnx_path.unlink(missing_ok=True)
-        raise ModelImportError(f"cannot write {json_path}: {exc}") from exc
-    return onnx_path
+    return write_sidecar(written, sidecar)
