@@ -47,9 +47,9 @@ from pathlib import Path
 import av
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from streamguard.errors import MediaError, ModelError
+from streamguard.inference.onnx_model import cpu_session
 
 __all__ = [
     "FaceBox",
@@ -231,15 +231,8 @@ class FaceDetector:
         self.max_faces = max_faces
         tflite = tflite_path or blazeface_tflite_path()
         onnx_bytes = _load_onnx_bytes(tflite, cache_dir)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            self._session = ort.InferenceSession(
-                onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own exception classes
-            raise ModelError(f"cannot load the converted face detector: {exc}") from exc
+        self._session = cpu_session(onnx_bytes, threads=intra_op_threads,
+                                    error="cannot load the converted face detector")
         self._anchors = _anchors()
 
     def _preprocess(self, rgb: RGB) -> tuple[npt.NDArray[np.float32], float, int, int]:

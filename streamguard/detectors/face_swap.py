@@ -37,12 +37,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from streamguard.calibration import calibration_sd, sigmoid
 from streamguard.detectors.face import FaceBox, FaceDetector, FaceTracker, crop_face
 from streamguard.errors import ModelError
 from streamguard.fusion import Estimate, FusionConfig, StreamFusion
+from streamguard.inference.onnx_model import cpu_session
 from streamguard.media.frames import VideoFrame
 from streamguard.video import VideoWindow
 
@@ -133,15 +133,8 @@ class FaceSwapDetector:
         path = Path(model_path) if model_path is not None else shipped_face_model()
         self.path = path
         self.info = FaceModelInfo.from_sidecar(path.with_suffix(".json"))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            self._session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own exception classes
-            raise ModelError(f"cannot load face model {path}: {exc}") from exc
+        self._session = cpu_session(str(path), threads=intra_op_threads,
+                                    error=f"cannot load face model {path}")
         names = {o.name for o in self._session.get_outputs()}
         if self.info.output_name not in names:
             raise ModelError(f"{path}: no output {self.info.output_name!r} (has {sorted(names)})")

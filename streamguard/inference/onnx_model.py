@@ -73,22 +73,29 @@ class ModelInfo:
             raise ModelError(f"model metadata {path} lacks or mistypes {exc}") from exc
 
 
+def cpu_session(model: str | bytes, *, threads: int, error: str) -> ort.InferenceSession:
+    """One ONNX Runtime CPU session the way every StreamGuard model runs: sequential,
+    ``threads`` intra-op threads, one inter-op thread (streams are parallel, not ops).
+    A model that will not load raises ModelError("<error>: <why>")."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(model, sess_options=options,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own untyped exception classes
+        raise ModelError(f"{error}: {exc}") from exc
+
+
 class OnnxModel:
     """A loaded model; ``run`` is thread-safe (ONNX Runtime sessions are)."""
 
     def __init__(self, path: Path, intra_op_threads: int = 1) -> None:
         self.path = path
         self.info = ModelInfo.from_sidecar(path.with_suffix(".json"))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            self._session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # ORT raises its own untyped exception classes
-            raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
+        self._session = cpu_session(str(path), threads=intra_op_threads,
+                                    error=f"cannot load ONNX model {path}")
         inputs = {i.name for i in self._session.get_inputs()}
         outputs = {o.name for o in self._session.get_outputs()}
         if self.info.input_name not in inputs or self.info.output_name not in outputs:

@@ -273,17 +273,10 @@ class SpeakerEncoder:
 
     @staticmethod
     def _onnx_session(state: dict[str, npt.NDArray[Any]], threads: int) -> Any:
-        import onnxruntime as ort
+        from streamguard.inference.onnx_model import cpu_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            return ort.InferenceSession(encoder_onnx_bytes(state), sess_options=options,
-                                        providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own untyped exception classes
-            raise ModelError(f"cannot build the GE2E encoder graph: {exc}") from exc
+        return cpu_session(encoder_onnx_bytes(state), threads=threads,
+                           error="cannot build the GE2E encoder graph")
 
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, engine: str = "onnx",
