@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -99,6 +100,23 @@ async def _refuse_when_draining(ws: WebSocket, runtime: GatewayRuntime) -> bool:
     return True
 
 
+async def _run_call(ws: WebSocket, runtime: GatewayRuntime, bridge: CallBridge,
+                    handle: Callable[[dict[str, Any]], Awaitable[str | None]]) -> str:
+    """Read messages until ``handle`` returns a reason to end, the call idles out or the
+    peer goes; returns why the call ended. The caller finishes the bridge."""
+    runtime.metrics.connections[bridge.protocol] += 1
+    try:
+        with runtime.track(bridge):
+            while True:
+                stop = await handle(await _receive(ws, bridge, runtime))
+                if stop is not None:
+                    return stop
+    except _Ended as ended:
+        return str(ended)
+    except (WebSocketDisconnect, ConnectionError, TimeoutError) as exc:
+        return f"connection lost: {exc.__class__.__name__}"
+
+
 async def twilio_endpoint(ws: WebSocket) -> None:
     runtime: GatewayRuntime = ws.app.state.runtime
     if await _refuse_when_draining(ws, runtime):
@@ -108,27 +126,19 @@ async def twilio_endpoint(ws: WebSocket) -> None:
     control = TwilioControl(ws, conn, runtime.settings.send_timeout_s)
     bridge = CallBridge(runtime.guard, control, runtime.sink, runtime.prompts,
                         protocol="twilio", scored_legs=("caller",))
-    runtime.metrics.connections["twilio"] += 1
+
+    async def handle(message: dict[str, Any]) -> str | None:
+        text = message.get("text")
+        if text is None:
+            runtime.emit({"type": "protocol_error", "protocol": "twilio",
+                          "call_id": bridge.call_id, "fatal": True,
+                          "message": "binary frame on a JSON protocol"})
+            return "protocol violation: binary frame"
+        return dispatch(bridge, conn.receive_text(text))
+
     reason = "peer disconnected"
     try:
-        with runtime.track(bridge):
-            while True:
-                message = await _receive(ws, bridge, runtime)
-                text = message.get("text")
-                if text is None:
-                    runtime.emit({"type": "protocol_error", "protocol": "twilio",
-                                  "call_id": bridge.call_id, "fatal": True,
-                                  "message": "binary frame on a JSON protocol"})
-                    reason = "protocol violation: binary frame"
-                    break
-                stop = dispatch(bridge, conn.receive_text(text))
-                if stop is not None:
-                    reason = stop
-                    break
-    except _Ended as ended:
-        reason = str(ended)
-    except (WebSocketDisconnect, ConnectionError, TimeoutError) as exc:
-        reason = f"connection lost: {exc.__class__.__name__}"
+        reason = await _run_call(ws, runtime, bridge, handle)
     finally:
         await bridge.finish(reason)
         await _close(ws)
@@ -145,25 +155,19 @@ async def audiohook_endpoint(ws: WebSocket) -> None:
     control = AudioHookControl(ws, conn, timeout)
     bridge = CallBridge(runtime.guard, control, runtime.sink, runtime.prompts,
                         protocol="audiohook")
-    runtime.metrics.connections["audiohook"] += 1
+
+    async def handle(message: dict[str, Any]) -> str | None:
+        if message.get("bytes") is not None:
+            events = conn.receive_bytes(message["bytes"])
+        else:
+            events = conn.receive_text(message.get("text") or "")
+        stop = dispatch(bridge, events)
+        await flush_audiohook(ws, conn, timeout)
+        return stop
+
     reason = "peer disconnected"
     try:
-        with runtime.track(bridge):
-            while True:
-                message = await _receive(ws, bridge, runtime)
-                if message.get("bytes") is not None:
-                    events = conn.receive_bytes(message["bytes"])
-                else:
-                    events = conn.receive_text(message.get("text") or "")
-                stop = dispatch(bridge, events)
-                await flush_audiohook(ws, conn, timeout)
-                if stop is not None:
-                    reason = stop
-                    break
-    except _Ended as ended:
-        reason = str(ended)
-    except (WebSocketDisconnect, ConnectionError, TimeoutError) as exc:
-        reason = f"connection lost: {exc.__class__.__name__}"
+        reason = await _run_call(ws, runtime, bridge, handle)
     finally:
         await bridge.finish(reason)
         if conn.send_closed() or reason == "idle timeout":
