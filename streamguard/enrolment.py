@@ -228,6 +228,20 @@ class MemoryEnrolmentStore:
         return len(self._by_subject.pop(subject_id, {}))
 
 
+def open_erasable_db(path: Path, schema: str, what: str) -> sqlite3.Connection:
+    """A SQLite store of voiceprints where a delete really erases: ``secure_delete``
+    overwrites freed pages and the rollback journal (not WAL) keeps no old copies."""
+    try:
+        db = sqlite3.connect(str(path))
+        db.execute("PRAGMA secure_delete = ON")
+        db.execute("PRAGMA journal_mode = DELETE")
+        db.executescript(schema)
+        db.commit()
+    except sqlite3.Error as exc:
+        raise StreamGuardError(f"cannot open {what} {path}: {exc}") from exc
+    return db
+
+
 class SQLiteEnrolmentStore:
     """Voiceprints in a SQLite file (stdlib ``sqlite3``), one row per voiceprint.
 
@@ -253,14 +267,7 @@ class SQLiteEnrolmentStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        try:
-            self._db = sqlite3.connect(str(self.path))
-            self._db.execute("PRAGMA secure_delete = ON")
-            self._db.execute("PRAGMA journal_mode = DELETE")
-            self._db.executescript(self._SCHEMA)
-            self._db.commit()
-        except sqlite3.Error as exc:
-            raise StreamGuardError(f"cannot open enrolment store {self.path}: {exc}") from exc
+        self._db = open_erasable_db(self.path, self._SCHEMA, "enrolment store")
 
     def close(self) -> None:
         self._db.close()

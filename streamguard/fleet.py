@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamguard.campaign import CallSummary, CampaignAlert, CampaignDetector, CampaignPolicy
+from streamguard.enrolment import open_erasable_db
 from streamguard.errors import StreamGuardError
 from streamguard.events import CampaignEvent, Event, Notice
 from streamguard.inference.batcher import MicroBatcher
@@ -279,14 +279,7 @@ class SQLiteWatchlistStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        try:
-            self._db = sqlite3.connect(str(self.path))
-            self._db.execute("PRAGMA secure_delete = ON")
-            self._db.execute("PRAGMA journal_mode = DELETE")
-            self._db.executescript(self._SCHEMA)
-            self._db.commit()
-        except sqlite3.Error as exc:
-            raise StreamGuardError(f"cannot open watchlist store {self.path}: {exc}") from exc
+        self._db = open_erasable_db(self.path, self._SCHEMA, "watchlist store")
 
     def close(self) -> None:
         self._db.close()
