@@ -2,7 +2,8 @@
 
 Anti-spoofing scores on silence are meaningless (and on hold music, often
 alarming), so every detector window records how much of it was speech and
-windows with too little are skipped rather than scored.
+windows with too little are skipped rather than scored. DTMF key tones, which
+the VAD lets through, are removed by :class:`~streamguard.dtmf.DtmfDetector`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import webrtcvad
 
+from streamguard.dtmf import DtmfDetector
 from streamguard.errors import MediaError
 
 VAD_RATE = 16000
@@ -33,6 +35,7 @@ class SpeechGate:
         if not 0 <= aggressiveness <= 3:
             raise ValueError("VAD aggressiveness must be 0..3")
         self._vad = webrtcvad.Vad(aggressiveness)
+        self._dtmf = DtmfDetector(VAD_RATE, FRAME_SAMPLES)
         self._pending = np.zeros(0, dtype=np.int16)
 
     def push(self, pcm: PCM16) -> tuple[PCM16, Flags]:
@@ -48,7 +51,8 @@ class SpeechGate:
         except Exception as exc:  # webrtcvad raises a bare Error type
             raise MediaError(f"VAD rejected a frame: {exc}") from exc
         self._pending = data[n_frames * FRAME_SAMPLES:].copy()
-        return data[: n_frames * FRAME_SAMPLES], flags
+        frames = data[: n_frames * FRAME_SAMPLES]
+        return frames, flags & ~self._dtmf.flags(frames)
 
     def flush(self) -> tuple[PCM16, Flags]:
         """Pad the last partial frame with silence so no audio is lost at the end."""
