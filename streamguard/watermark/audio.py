@@ -14,9 +14,11 @@ Why this design (details and measured numbers in models/WATERMARK.md):
   chips (16 bits: vendor id, key id; public, so an unknown vendor's mark can
   still be read and reported) and *keyed* chips (BLAKE2b keyed with the
   vendor's secret: without the secret they cannot be produced).
-* **Detection**: log band energies, high-passed in time (second difference),
-  clipped, folded modulo the block and correlated with the expected chips
-  at every slot offset and sub-slot phase (time-shift search).
+* **Detection**: log band energies minus the mean of each cell's four
+  time/band neighbours (the host is smooth along both axes, the chips are
+  not), scaled per band, clipped, folded modulo the block and correlated
+  with the expected chips at every slot offset and sub-slot phase
+  (time-shift search).
 
 False alarms: for a ±1 chip pattern ``s`` that is random and independent of
 the host, ``z = Σ s_k y_k / sqrt(Σ y_k²)`` satisfies Hoeffding's bound
@@ -51,10 +53,12 @@ N_SYNC = 128
 N_PAYLOAD = 128
 N_KEYED = BLOCK_SLOTS * N_BANDS - N_SYNC - N_PAYLOAD
 PAYLOAD_BITS = 16
-DEFAULT_ALPHA_DB = 2.5
+DEFAULT_ALPHA_DB = 3.0
 EMBED_WINDOW_SECONDS = 0.016
 FLOOR_POWER = 1e-11  # band power floor (≈ -110 dBFS): digital silence gives a zero residual
 CLIP_SIGMAS = 2.5
+SCALE_RATE = 0.03  # per-slot update of the running band scale (≈ 1 s memory)
+MEAN_ABS_TO_SIGMA = math.sqrt(math.pi / 2)
 MIN_SECONDS = 1.2  # one 1.024 s block plus the residual context
 
 FALSE_ALARM_TARGET = 1e-6
@@ -400,7 +404,7 @@ class WatermarkDetector:
         self._next_frame = 0  # absolute index of the next analysis frame
         self._consumed = 0  # samples dropped from the front of _pending
         self._tail: list[FloatArray] = [np.zeros((0, N_BANDS)) for _ in range(PHASES)]
-        self._scale = [0.0] * PHASES
+        self._scale: list[FloatArray | None] = [None] * PHASES
         self._blocks: dict[int, FloatArray] = {}
         self._rows: dict[int, int] = {}
         self._samples = 0
@@ -460,17 +464,13 @@ class WatermarkDetector:
         self._tail[p] = seq[-2:]
         if len(seq) < 3:
             return
-        r = seq[1:-1] - 0.5 * (seq[:-2] + seq[2:])
+        # Each cell minus the mean of its four time/band neighbours: speech energy is
+        # smooth along both axes, the chips are independent of their neighbours.
+        centre = seq[1:-1]
+        sides = np.pad(centre, ((0, 0), (1, 1)), mode="edge")
+        r = centre - 0.25 * (seq[:-2] + seq[2:] + sides[:, :-2] + sides[:, 2:])
         r = r - r.mean(axis=1, keepdims=True)
-        # Running robust scale (host-derived only, so the null bound still holds).
-        mads = 1.4826 * np.median(np.abs(r), axis=1)
-        limits = np.empty(len(r))
-        scale = self._scale[p]
-        for i, mad in enumerate(mads):
-            scale = float(mad) if scale == 0.0 else 0.95 * scale + 0.05 * float(mad)
-            limits[i] = CLIP_SIGMAS * scale
-        self._scale[p] = scale
-        r = np.clip(r, -limits[:, None], limits[:, None])
+        r = self._normalise(p, r)
         # residual i belongs to the slot of seq[i + 1]
         last_slot = first_slot + len(rows) - 1
         slots = np.arange(last_slot - len(r), last_slot) + 0
@@ -487,6 +487,24 @@ class WatermarkDetector:
             for q in [q for q in self._blocks if q <= newest - self._window_blocks]:
                 del self._blocks[q]
                 self._rows.pop(q, None)
+
+    def _normalise(self, p: int, r: FloatArray) -> FloatArray:
+        """Residuals in units of a running per-band scale, clipped at ``CLIP_SIGMAS``.
+
+        Low bands swing more with speech than high ones; equal-variance cells make
+        the correlation closer to a matched filter. The scale is derived from the
+        host audio only, so the null bound still holds.
+        """
+        start = self._scale[p]
+        if start is None:
+            start = np.full(N_BANDS, 1.4826 * float(np.median(np.abs(r[0]))))
+        # scale_i = (1-a)·scale_(i-1) + a·c·|r_i|, unrolled over the batch as one product
+        lag = np.arange(len(r))[:, None] - np.arange(len(r))[None, :]
+        decay = np.where(lag >= 0, SCALE_RATE * (1.0 - SCALE_RATE) ** np.maximum(lag, 0), 0.0)
+        carry = (1.0 - SCALE_RATE) ** np.arange(1, len(r) + 1)
+        scale = carry[:, None] * start + decay @ (MEAN_ABS_TO_SIGMA * np.abs(r))
+        self._scale[p] = scale[-1]
+        return np.clip(r / np.maximum(scale, 1e-9), -CLIP_SIGMAS, CLIP_SIGMAS)
 
     def analysed_seconds(self) -> float:
         """Audio inside the current test window (phase-0 residual slots)."""
