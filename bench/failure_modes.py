@@ -3,12 +3,13 @@
 Every condition is played as one or more *calls* through the live session
 path (``Guard`` + ``Session``): 20 ms chunks with media timestamps, G.711
 μ-law payloads at 8 kHz where a phone line would carry them, so resampling,
-the WebRTC VAD gate, windowing, batching, calibration and fusion all run as
-in production. The feeder waits while a window is being scored (as the file
-scanner does), so no window is dropped for load.
+the speech gate (WebRTC VAD, level floor, DTMF), windowing, batching,
+calibration and fusion all run as in production. The feeder waits while a
+window is being scored (as the file scanner does), so no window is dropped
+for load.
 
 Per condition it reports the windows the windower cut, the fraction of them
-the VAD gate let through to the model, the mean calibrated per-window
+the speech gate let through to the model, the mean calibrated per-window
 P(synthetic), the fraction of scored windows with P >= 0.5, the worst live
 state each call reached and its final state. Conditions with a genuine human
 voice are judged as false-alarm rates; non-speech conditions should not be

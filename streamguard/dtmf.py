@@ -16,6 +16,9 @@ LOW_GROUP_HZ = (697.0, 770.0, 852.0, 941.0)
 HIGH_GROUP_HZ = (1209.0, 1336.0, 1477.0, 1633.0)
 TONE_FRACTION = 0.6  # share of the frame energy the strongest low + high tone must hold
 EACH_FRACTION = 0.08  # and each of the two (a twist of up to ~10 dB between them)
+# A frame right after a key tone counts as one at half the share: the tone's tail
+# (its off-ramp, a codec's smearing) shares the frame with whatever follows.
+TAIL_FRACTION = 0.3
 MIN_RMS = 30.0  # PCM16 units (≈ -61 dBFS): quieter frames are left to the VAD
 
 
@@ -33,17 +36,28 @@ class DtmfDetector:
         # A pure tone's |X(f)|² is this fraction of its windowed energy: rescale it to 1.
         self._unit = 2.0 * float(np.sum(window ** 2)) / float(np.sum(window)) ** 2
         self.frame_samples = frame_samples
+        self._in_tone = False
 
     def flags(self, pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.bool_]:
-        """One flag per complete frame of ``pcm``: True where the frame is a key tone."""
+        """One flag per complete frame of ``pcm``: True where the frame is a key tone.
+
+        Frames are expected in stream order across calls (the tail rule looks back
+        one frame).
+        """
         count = len(pcm) // self.frame_samples
-        frames = pcm[: count * self.frame_samples].reshape(count, self.frame_samples)
+        frames = pcm[: count * self.frame_samples].reshape(-1, self.frame_samples)
         frames = frames.astype(np.float64)
         power = (frames @ self._cos) ** 2 + (frames @ self._sin) ** 2
         energy = np.sum((frames * self._window) ** 2, axis=1)
         scale = self._unit / np.maximum(energy, 1e-9)
         low = power[:, : len(LOW_GROUP_HZ)].max(axis=1) * scale
         high = power[:, len(LOW_GROUP_HZ):].max(axis=1) * scale
-        pair = (low + high >= TONE_FRACTION) & (np.minimum(low, high) >= EACH_FRACTION)
+        weaker = np.minimum(low, high)
         loud = np.sqrt(np.mean(frames ** 2, axis=1)) >= MIN_RMS
-        return np.asarray(loud & pair)
+        strong = loud & (low + high >= TONE_FRACTION) & (weaker >= EACH_FRACTION)
+        tail = loud & (low + high >= TAIL_FRACTION) & (weaker >= EACH_FRACTION / 2)
+        out = np.zeros(count, dtype=np.bool_)
+        for i in range(count):
+            out[i] = strong[i] or (self._in_tone and tail[i])
+            self._in_tone = bool(out[i])
+        return out

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import webrtcvad
 
-from streamguard.dtmf import DtmfDetector
+from streamguard.dtmf import MIN_RMS, DtmfDetector
 from streamguard.errors import MediaError
 
 VAD_RATE = 16000
@@ -52,7 +52,11 @@ class SpeechGate:
             raise MediaError(f"VAD rejected a frame: {exc}") from exc
         self._pending = data[n_frames * FRAME_SAMPLES:].copy()
         frames = data[: n_frames * FRAME_SAMPLES]
-        return frames, flags & ~self._dtmf.flags(frames)
+        # The VAD's hangover marks digital silence after a sound as speech; nothing
+        # below the DTMF detector's level floor is speech worth scoring.
+        power = np.mean(frames.reshape(-1, FRAME_SAMPLES).astype(np.float64) ** 2, axis=1)
+        audible = power >= MIN_RMS ** 2
+        return frames, flags & audible & ~self._dtmf.flags(frames)
 
     def flush(self) -> tuple[PCM16, Flags]:
         """Pad the last partial frame with silence so no audio is lost at the end."""
