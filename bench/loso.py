@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--families", default="", help="comma-separated subset")
     ap.add_argument("--no-corpus", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other families' entries already in --out (each entry "
+                         "lists the families it was trained on)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     use_corpus = not args.no_corpus and tvc.corpus_ready()
@@ -112,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     doc["wall_seconds"] = round(time.time() - t0)
+    if args.merge and args.out.exists():
+        kept = json.loads(args.out.read_text())["families"]
+        doc["families"] = {**{f: e for f, e in kept.items() if f not in doc["families"]},
+                           **doc["families"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     print_table(doc)

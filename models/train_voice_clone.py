@@ -467,22 +467,37 @@ def balanced_weights(groups: list[str], labels: np.ndarray) -> np.ndarray:
 
 def platt(m: np.ndarray, y: np.ndarray, w: np.ndarray | None = None,
           iters: int = 100) -> tuple[float, float]:
-    """Weighted logistic regression P(spoof) = sigmoid(a*m + b), Platt's smoothed targets."""
+    """Weighted logistic regression P(spoof) = sigmoid(a*m + b), Platt's smoothed targets.
+
+    Newton's method with step halving: a full Newton step from (1, 0) can
+    overshoot into the flat tail of the sigmoid and never come back (seen with
+    margins spread over ±8), so a step is only taken when it lowers the loss.
+    """
     w = np.ones(len(m)) if w is None else w
     n_pos, n_neg = y.sum(), (1 - y).sum()
     t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
+    def loss(a: float, b: float) -> float:
+        z = a * m + b
+        return float(np.sum(w * (np.logaddexp(0.0, z) - t * z)))
+
     a, b = 1.0, 0.0
+    current = loss(a, b)
     for _ in range(iters):
         z = a * m + b
-        p = 1 / (1 + np.exp(-z))
+        p = 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid without overflow
         r = w * (p - t)
         g = np.array([np.sum(r * m), np.sum(r)])
         h = w * p * (1 - p) + 1e-9
         hess = np.array([[np.sum(h * m * m), np.sum(h * m)], [np.sum(h * m), np.sum(h)]])
         hess += 1e-6 * np.eye(2)
         step = np.linalg.solve(hess, g)
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-10:
+        scale = 1.0
+        while scale > 1e-6 and loss(a - scale * step[0], b - scale * step[1]) > current:
+            scale *= 0.5
+        a, b = a - scale * step[0], b - scale * step[1]
+        current = loss(a, b)
+        if np.abs(scale * step).max() < 1e-10:
             break
     return float(a), float(b)
 

@@ -245,7 +245,9 @@ async def test_peer_that_stops_reading_does_not_stall_other_calls(level_model):
         await gw.stop()
     finals = [r for r in sink.of("verdict") if r["final"]]
     assert len(finals) == 2
-    assert good.late_frames == 0
+    # Waiting on the stuck peer (0.5 s send timeout) would make >= 100 of the good
+    # call's 5 ms frames late at speed 4; a loaded 2-core box makes a handful late.
+    assert good.late_frames <= good.frames_sent // 10, good
 
 
 async def _feed_twilio(ws, pcm8k, speed):
