@@ -26,7 +26,8 @@ seeded subset when the split is larger (it has 347 files, so all of them).
 Skipped, with a message, when the generated corpus is absent.
 
 Part 3, leave-one-family-out: the table of bench/results/loso.json (written
-by bench/loso.py, ~20 min; not rerun here) folded into eer.json.
+by bench/loso.py, ~20 min; not rerun here) folded into eer.json (``--lofo-only``
+refolds it without rerunning the rest).
 
 Scores follow the AASIST reference recipe (first 64 600 samples of each file,
 tiled if shorter), so numbers are comparable to the published ones.
@@ -358,7 +359,16 @@ def main() -> int:
     parser.add_argument("--aasist-max-files", type=int, default=400,
                         help="cap on generated-test-split files scored by AASIST(-L)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds")
+    parser.add_argument("--lofo-only", action="store_true",
+                        help="only fold bench/results/loso.json into eer.json again")
     args = parser.parse_args()
+    if args.lofo_only:
+        path = OUT / "eer.json"
+        results = json.loads(path.read_text()) if path.exists() else {}
+        results["leave_one_family_out"] = lofo_table()
+        path.write_text(json.dumps(results, indent=1, default=float, ensure_ascii=False) + "\n")
+        print_lofo(results["leave_one_family_out"])
+        return 0
     if not SPEECH.exists():
         print(f"shared corpus not found at {SPEECH}")
         return 1
