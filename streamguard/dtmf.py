@@ -22,6 +22,14 @@ TAIL_FRACTION = 0.3
 MIN_RMS = 30.0  # PCM16 units (≈ -61 dBFS): quieter frames are left to the VAD
 
 
+def frame_power(pcm: npt.NDArray[np.int16], frame_samples: int) -> npt.NDArray[np.float64]:
+    """Mean square of each complete frame of ``pcm`` (PCM16 units squared)."""
+    count = len(pcm) // frame_samples
+    frames = pcm[: count * frame_samples].reshape(-1, frame_samples).astype(np.float64)
+    power: npt.NDArray[np.float64] = np.mean(frames ** 2, axis=1)
+    return power
+
+
 class DtmfDetector:
     """Flags frames of ``frame_samples`` PCM16 samples at ``rate`` Hz that are DTMF tones."""
 
@@ -38,13 +46,17 @@ class DtmfDetector:
         self.frame_samples = frame_samples
         self._in_tone = False
 
-    def flags(self, pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.bool_]:
+    def flags(self, pcm: npt.NDArray[np.int16],
+              mean_power: npt.NDArray[np.float64] | None = None) -> npt.NDArray[np.bool_]:
         """One flag per complete frame of ``pcm``: True where the frame is a key tone.
 
         Frames are expected in stream order across calls (the tail rule looks back
-        one frame).
+        one frame). ``mean_power`` (mean square per frame, from :func:`frame_power`)
+        saves recomputing it when the caller has it already.
         """
-        count = len(pcm) // self.frame_samples
+        if mean_power is None:
+            mean_power = frame_power(pcm, self.frame_samples)
+        count = len(mean_power)
         frames = pcm[: count * self.frame_samples].reshape(-1, self.frame_samples)
         frames = frames.astype(np.float64)
         power = (frames @ self._cos) ** 2 + (frames @ self._sin) ** 2
@@ -53,7 +65,7 @@ class DtmfDetector:
         low = power[:, : len(LOW_GROUP_HZ)].max(axis=1) * scale
         high = power[:, len(LOW_GROUP_HZ):].max(axis=1) * scale
         weaker = np.minimum(low, high)
-        loud = np.sqrt(np.mean(frames ** 2, axis=1)) >= MIN_RMS
+        loud = mean_power >= MIN_RMS ** 2
         strong = loud & (low + high >= TONE_FRACTION) & (weaker >= EACH_FRACTION)
         tail = loud & (low + high >= TAIL_FRACTION) & (weaker >= EACH_FRACTION / 2)
         out = np.zeros(count, dtype=np.bool_)

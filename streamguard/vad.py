@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import webrtcvad
 
-from streamguard.dtmf import MIN_RMS, DtmfDetector
+from streamguard.dtmf import MIN_RMS, DtmfDetector, frame_power
 from streamguard.errors import MediaError
 
 VAD_RATE = 16000
@@ -54,9 +54,9 @@ class SpeechGate:
         frames = data[: n_frames * FRAME_SAMPLES]
         # The VAD's hangover marks digital silence after a sound as speech; nothing
         # below the DTMF detector's level floor is speech worth scoring.
-        power = np.mean(frames.reshape(-1, FRAME_SAMPLES).astype(np.float64) ** 2, axis=1)
+        power = frame_power(frames, FRAME_SAMPLES)
         audible = power >= MIN_RMS ** 2
-        return frames, flags & audible & ~self._dtmf.flags(frames)
+        return frames, flags & audible & ~self._dtmf.flags(frames, power)
 
     def flush(self) -> tuple[PCM16, Flags]:
         """Pad the last partial frame with silence so no audio is lost at the end."""
