@@ -20,6 +20,7 @@ Genuine speech (see models/DATA_SOURCES.md for licences):
   librispeech   /work/shared/reference/ge2e LibriSpeech files not in the shared corpus
   asterisk      Debian asterisk-core-sounds-{en,es,fr,it,ru}-g722 (4 professional IVR voices)
   klettres      Debian klettres-data (letters/syllables spoken by native speakers, 20+ languages)
+  ktuberling    Debian ktuberling-data (object names spoken by volunteers, ~20 languages)
   alsa          Debian alsa-utils /usr/share/sounds/alsa (spoken channel names)
   pypi_samples  PyPI pysptk sdist (CMU ARCTIC utterance), pyannote.audio wheel (2-speaker sample)
 Synthetic speech (own sentences below, plus the English transcripts of the
@@ -77,6 +78,7 @@ DEBS = {  # Debian package -> what we take from it
     "asterisk-core-sounds-it-g722": "Carlo Flora, Italian IVR prompts",
     "asterisk-core-sounds-ru-g722": "IvrvoiceRU (Maxim Topal), Russian IVR prompts",
     "klettres-data": "letters and syllables spoken by native speakers",
+    "ktuberling-data": "object names spoken by volunteers, one voice per language",
 }
 PYPI = {  # pip requirement -> (--no-binary / --only-binary, member we take)
     "pysptk==1.0.1": ("sdist", "pysptk/example_audio_data/arctic_a0007.wav"),
@@ -727,6 +729,21 @@ def build_tasks(job: str, seed: int, src: dict) -> list[dict]:
                               speaker=f"klettres_{lang}", text="", pause=(0.3, 0.7),
                               stem=f"klettres/{lang}_{k:02d}"))
         return T
+    if job == "ktuberling":
+        base = s / "ktuberling-data/usr/share/ktuberling/sounds"
+        # Script variants (sr@latin, sr@ijekavian ...) reuse the sr recordings.
+        langs = [p.name for p in base.iterdir() if p.is_dir() and "@" not in p.name]
+        for lang in sorted(langs):
+            files = sorted(f for f in (base / lang).iterdir() if f.suffix in (".ogg", ".wav"))
+            if len(files) < 8:
+                continue
+            for k in range(min(8, len(files) // 2)):
+                n = int(rng.integers(4, 8))
+                pick = [files[i] for i in rng.choice(len(files), size=n, replace=False)]
+                T.append(dict(kind="genuine_concat", srcs=[str(p) for p in pick],
+                              family="ktuberling", speaker=f"ktuberling_{lang}", text="",
+                              pause=(0.3, 0.7), stem=f"ktuberling/{lang}_{k:02d}"))
+        return T
     if job == "alsa":
         files = sorted(f for f in ALSA_DIR.glob("*.wav") if f.stem != "Noise")
         for k in range(4):
@@ -1121,7 +1138,8 @@ def run_task(args) -> list[dict]:
 
 # --------------------------------------------------------------------------
 
-GENUINE_JOBS = ["shared", "librispeech", "asterisk", "klettres", "alsa", "pypi_samples"]
+GENUINE_JOBS = ["shared", "librispeech", "asterisk", "klettres", "ktuberling", "alsa",
+                "pypi_samples"]
 SPOOF_JOBS = ["espeak-ng", "flite", "festival-hts", "festival-diphone", "piper-joe", "griffinlim",
               "world-vc", "lpc-vocoder"]
 JOBS = GENUINE_JOBS + SPOOF_JOBS
