@@ -62,7 +62,7 @@ SPEECH = REPO.parent / "shared" / "data" / "speech"
 CORPUS = REPO / ".data" / "corpus"
 SPLITS = HERE / "splits.json"
 MODEL_DIR = REPO / "streamguard" / "models"
-VERSION = "vc-cnn-1.1.0"
+VERSION = "vc-cnn-1.0.0"
 ARCH = ("log-linear-spectrogram (512-pt DFT as Conv1d, hop 256, 256 bins to 8 kHz, "
         "per-window level normalisation) + 2-D ResNet CNN 16-24-32-48-64, "
         "time mean/std pooling, linear head")
@@ -167,12 +167,6 @@ def _cut(keys: list[str], fractions: tuple[float, float, float]) -> dict[str, st
 # (carlo) and test (june); Allison stays in training (the bundled demo
 # genuine call is made of her held-out prompts). Tiny sources train.
 SINGLE_SPEAKER_SPLIT = {"carlo": "calib", "june": "test"}
-# Genuine sources that never train: their speakers are shared between the
-# calibration and test splits, so both hold more unseen voices than the
-# handful of LibriSpeech readers and IVR voices. ktuberling (isolated words,
-# 22 volunteers) joined the corpus after vc-cnn-1.1.0 was trained; keeping it
-# out of training also keeps that model's training data reproducible.
-EVALUATION_ONLY_GENUINE = ("ktuberling",)
 
 
 def speaker_key(it: Item) -> str:
@@ -200,9 +194,7 @@ def assign_splits(items: list[Item], seed: int = 0) -> None:
             by_family[it.family].add(it.group)
     for fam in sorted(by_family):
         groups = sorted(by_family[fam])
-        if fam in EVALUATION_ONLY_GENUINE:
-            speaker_split.update(_cut(_seeded_order(groups, seed), (0.0, 0.5, 0.5)))
-        elif len(groups) >= 3:  # e.g. klettres, one speaker per language
+        if len(groups) >= 3:  # e.g. klettres, one speaker per language
             speaker_split.update(_cut(_seeded_order(groups, seed), (0.7, 0.15, 0.15)))
         else:
             for g in groups:
@@ -625,9 +617,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=MODEL_DIR / "voice_clone.onnx")
     ap.add_argument("--version", default=VERSION, help=f"sidecar version (default {VERSION})")
     ap.add_argument("--exclude-families", default="",
-                    help="comma-separated spoof families to leave out (the previous "
-                         "model, vc-cnn-1.0.0, was trained with world-vc,lpc-vocoder left "
-                         "out; the shipped vc-cnn-1.1.0 uses all eight)")
+                    help="comma-separated spoof families to leave out; the shipped "
+                         "vc-cnn-1.0.0 was trained with world-vc,lpc-vocoder left out "
+                         "(they were added to the generator after it)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
