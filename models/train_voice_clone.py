@@ -167,6 +167,11 @@ def _cut(keys: list[str], fractions: tuple[float, float, float]) -> dict[str, st
 # (carlo) and test (june); Allison stays in training (the bundled demo
 # genuine call is made of her held-out prompts). Tiny sources train.
 SINGLE_SPEAKER_SPLIT = {"carlo": "calib", "june": "test"}
+# Genuine sources that never train: their speakers are shared between the
+# calibration and test splits, so both hold more unseen voices than the
+# handful of LibriSpeech readers and IVR voices (ktuberling: isolated words,
+# 22 volunteers).
+EVALUATION_ONLY_GENUINE = ("ktuberling",)
 
 
 def speaker_key(it: Item) -> str:
@@ -194,7 +199,9 @@ def assign_splits(items: list[Item], seed: int = 0) -> None:
             by_family[it.family].add(it.group)
     for fam in sorted(by_family):
         groups = sorted(by_family[fam])
-        if len(groups) >= 3:  # e.g. klettres, one speaker per language
+        if fam in EVALUATION_ONLY_GENUINE:
+            speaker_split.update(_cut(_seeded_order(groups, seed), (0.0, 0.5, 0.5)))
+        elif len(groups) >= 3:  # e.g. klettres, one speaker per language
             speaker_split.update(_cut(_seeded_order(groups, seed), (0.7, 0.15, 0.15)))
         else:
             for g in groups:
