@@ -366,7 +366,7 @@ def main() -> int:
         path = OUT / "eer.json"
         results = json.loads(path.read_text()) if path.exists() else {}
         results["leave_one_family_out"] = lofo_table()
-        path.write_text(json.dumps(results, indent=1, default=float, ensure_ascii=False) + "\n")
+        write_results(results)
         print_lofo(results["leave_one_family_out"])
         return 0
     if not SPEECH.exists():
@@ -427,9 +427,7 @@ def main() -> int:
     results["leave_one_family_out"] = lofo_table()
     print_lofo(results["leave_one_family_out"])
     results["wall_seconds"] = round(time.time() - t_start, 1)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "eer.json").write_text(json.dumps(results, indent=1, default=float,
-                                             ensure_ascii=False) + "\n")
+    write_results(results)
     split = results["generated_test_split"]
     title = (f"generated corpus, held-out test split ({split['files']} files; "
              f"AASIST on {split['aasist_files']})" if "files" in split
@@ -455,6 +453,12 @@ def import_references(directory: Path) -> dict[str, Path]:
         else:
             print(f"skipping {name}: {SHARED_AASIST / ckpt} not found")
     return models
+
+
+def write_results(results: dict) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "eer.json").write_text(json.dumps(results, indent=1, default=float,
+                                             ensure_ascii=False) + "\n")
 
 
 def print_lofo(doc: dict) -> None:

@@ -57,6 +57,7 @@ import tempfile
 import time
 import zipfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -673,6 +674,27 @@ def norm(t: str) -> str:
 # --------------------------------------------------------------------------
 # task builders: each returns a list of dicts consumed by run_task()
 
+def word_list_tasks(family: str, files_by_lang: dict[str, list[Path]],
+                    rng: np.random.Generator, clips: Callable[[int], int]) -> list[dict]:
+    """Clips of 4-7 isolated words by one speaker per language, 0.3-0.7 s apart.
+
+    Languages with fewer than 8 recordings are skipped; ``clips`` gives the
+    number of clips from the number of recordings.
+    """
+    T = []
+    for lang in sorted(files_by_lang):
+        files = files_by_lang[lang]
+        if len(files) < 8:
+            continue
+        for k in range(clips(len(files))):
+            n = int(rng.integers(4, 8))
+            pick = [files[i] for i in rng.choice(len(files), size=n, replace=False)]
+            T.append(dict(kind="genuine_concat", srcs=[str(p) for p in pick], family=family,
+                          speaker=f"{family}_{lang}", text="", pause=(0.3, 0.7),
+                          stem=f"{family}/{lang}_{k:02d}"))
+    return T
+
+
 def build_tasks(job: str, seed: int, src: dict) -> list[dict]:
     s = src["src"]
     rng = task_rng(seed, job, "plan")
@@ -718,32 +740,17 @@ def build_tasks(job: str, seed: int, src: dict) -> list[dict]:
     if job == "klettres":
         base = s / "klettres-data/usr/share/klettres"
         langs = [p.name for p in base.iterdir() if p.is_dir() and p.name not in ("icons", "pics")]
-        for lang in sorted(langs):
-            files = sorted((base / lang).rglob("*.ogg"))
-            if len(files) < 8:
-                continue
-            for k in range(8):
-                n = int(rng.integers(4, 8))
-                pick = [files[i] for i in rng.choice(len(files), size=n, replace=False)]
-                T.append(dict(kind="genuine_concat", srcs=[str(p) for p in pick], family="klettres",
-                              speaker=f"klettres_{lang}", text="", pause=(0.3, 0.7),
-                              stem=f"klettres/{lang}_{k:02d}"))
-        return T
+        return word_list_tasks("klettres", {lang: sorted((base / lang).rglob("*.ogg"))
+                                            for lang in langs}, rng, lambda n_files: 8)
     if job == "ktuberling":
         base = s / "ktuberling-data/usr/share/ktuberling/sounds"
         # Script variants (sr@latin, sr@ijekavian ...) reuse the sr recordings.
         langs = [p.name for p in base.iterdir() if p.is_dir() and "@" not in p.name]
-        for lang in sorted(langs):
-            files = sorted(f for f in (base / lang).iterdir() if f.suffix in (".ogg", ".wav"))
-            if len(files) < 8:
-                continue
-            for k in range(min(8, len(files) // 2)):
-                n = int(rng.integers(4, 8))
-                pick = [files[i] for i in rng.choice(len(files), size=n, replace=False)]
-                T.append(dict(kind="genuine_concat", srcs=[str(p) for p in pick],
-                              family="ktuberling", speaker=f"ktuberling_{lang}", text="",
-                              pause=(0.3, 0.7), stem=f"ktuberling/{lang}_{k:02d}"))
-        return T
+        return word_list_tasks(
+            "ktuberling",
+            {lang: sorted(f for f in (base / lang).iterdir() if f.suffix in (".ogg", ".wav"))
+             for lang in langs},
+            rng, lambda n_files: min(8, n_files // 2))
     if job == "alsa":
         files = sorted(f for f in ALSA_DIR.glob("*.wav") if f.stem != "Noise")
         for k in range(4):
