@@ -33,9 +33,12 @@ Debian packages that are not in ``.data/cache/src`` are fetched with
 ``apt-get download`` (``--no-fetch`` skips them and the conditions that need
 them). Run from the repository root::
 
-    nice -n 10 .venv/bin/python -m bench.failure_modes
+    nice -n 10 .venv/bin/python -m bench.failure_modes [--model X.onnx --out X.json] [--gate]
 
-Writes bench/results/failure_modes.json and prints a table.
+Writes bench/results/failure_modes.json and prints a table. The same run is
+the release gate for a new model (:data:`GATE`): ``--gate`` exits with status
+3 when a candidate fails it, and tests/test_failure_modes.py checks that the
+committed results belong to the shipped model and pass.
 """
 
 from __future__ import annotations
@@ -84,6 +87,22 @@ STATE_RANK = {State.LISTENING: 0, State.CLEAR: 1, State.SUSPECT: 2, State.SYNTHE
               State.DISCLOSED_SYNTHETIC: 3}
 SR = 16000
 SHORT = {"8 kHz μ-law": "μ-law 8 kHz", "wideband 16 kHz": "wideband"}
+
+# Release gate: what a candidate model must meet here before it may ship. The
+# clean test split cannot see these failures (two all-families candidates had
+# a lower test EER and flagged one noisy caller in two); the limits are the
+# shipped vc-cnn-1.0.0's worst conditions rounded up, so a new model may be
+# better but not worse on any of them.
+GATE = {
+    # per genuine-voice or non-speech condition: windows scored P >= 0.5
+    "max_false_window_rate": 0.06,
+    # per condition: calls whose live state reached suspect or synthetic
+    "max_false_alarm_calls_per_condition": 1,
+    # over every genuine-voice call of the bench
+    "max_genuine_call_alarm_rate": 0.05,
+    # synthetic controls: windows scored P >= 0.5, and each call must end synthetic
+    "min_synthetic_window_rate": 0.9,
+}
 
 
 # ------------------------------------------------------------------ sources
@@ -458,6 +477,34 @@ def summarise(cond: Condition, calls: list[dict]) -> dict:
     return out
 
 
+def gate(conditions: dict[str, dict]) -> list[str]:
+    """Violations of :data:`GATE` by one bench run's conditions (empty: the model passes)."""
+    out = []
+    alarmed = genuine_calls = 0
+    for name, r in conditions.items():
+        rate = r["fraction_windows_p_ge_0.5"]
+        if r["kind"] == "synthetic":
+            if rate is None or rate < GATE["min_synthetic_window_rate"]:
+                out.append(f"{name}: {rate} of windows detected "
+                           f"(< {GATE['min_synthetic_window_rate']})")
+            if set(r["final_states"]) != {str(State.SYNTHETIC)}:
+                out.append(f"{name}: final states {r['final_states']}, not all synthetic")
+            continue
+        if rate is not None and rate > GATE["max_false_window_rate"]:
+            out.append(f"{name}: {100 * rate:.1f} % of windows P >= 0.5 "
+                       f"(> {100 * GATE['max_false_window_rate']:.0f} %)")
+        calls = r["calls_reaching_suspect_or_synthetic"]
+        if calls > GATE["max_false_alarm_calls_per_condition"]:
+            out.append(f"{name}: {calls} of {r['calls']} calls reached suspect or synthetic")
+        if r["kind"] == "genuine":
+            alarmed += calls
+            genuine_calls += r["calls"]
+    if genuine_calls and alarmed / genuine_calls > GATE["max_genuine_call_alarm_rate"]:
+        out.append(f"genuine calls: {alarmed} of {genuine_calls} reached suspect or synthetic "
+                   f"(> {100 * GATE['max_genuine_call_alarm_rate']:.0f} %)")
+    return out
+
+
 def _count(values) -> dict[str, int]:
     out: dict[str, int] = {}
     for v in values:
@@ -491,6 +538,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-fetch", action="store_true", help="do not call apt-get download")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--model", type=Path, default=bundled_model_path(),
+                    help="ONNX model with its sidecar JSON (default: the shipped one)")
+    ap.add_argument("--gate", action="store_true",
+                    help="exit with status 3 when the model fails the release gate")
     args = ap.parse_args(argv)
     if not SPEECH.exists():
         print(f"shared corpus not found at {SPEECH}")
@@ -498,10 +549,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     conds, notes = build_conditions(not args.no_fetch, args.seconds, args.seed)
     t_build = time.time() - t0
-    model_path = bundled_model_path()
+    model_path = args.model
     print(f"{'condition':34s} {'n':>3s} {'wins':>5s} {'scored':>7s} {'mean P':>6s} "
           f"{'P>=0.5':>7s}  worst live state per call")
     results = asyncio.run(run(conds, model_path))
+    violations = gate(results)
     doc = {
         "model": OnnxModel(model_path).info.version,
         "protocol": ("each call fed in 20 ms chunks with timestamps through Guard/Session "
@@ -515,12 +567,16 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "notes": notes,
         "conditions": results,
+        "gate": {"limits": GATE, "passed": not violations, "violations": violations},
         "wall_seconds": {"build": round(t_build, 1), "total": round(time.time() - t0, 1)},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {args.out} in {time.time() - t0:.0f} s")
-    return 0
+    for v in violations:
+        print(f"gate: {v}")
+    print(f"release gate: {'passed' if not violations else 'FAILED'}")
+    return 3 if args.gate and violations else 0
 
 
 if __name__ == "__main__":

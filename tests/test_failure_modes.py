@@ -10,13 +10,27 @@ yet must not drive a call to ``synthetic``.
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 
 import numpy as np
 import pytest
 
-from bench.failure_modes import HOLD_PROMPT, Call, dtmf, floor_noise, load16, play, to8k
+from bench.failure_modes import (
+    GATE,
+    HOLD_PROMPT,
+    OUT,
+    Call,
+    dtmf,
+    floor_noise,
+    gate,
+    load16,
+    play,
+    to8k,
+)
 from streamguard import Guard, GuardConfig, State
 from streamguard.config import bundled_model_path
+from streamguard.inference import OnnxModel
 
 SR = 16000
 
@@ -72,3 +86,42 @@ def test_hold_chime_stays_clear(results):
 def test_dtmf_is_not_scored(results):
     for name in ("dtmf-card", "dtmf-keys"):
         assert results[name]["windows_scored"] == 0, results[name]
+
+
+@pytest.fixture(scope="module")
+def bench_run() -> dict:
+    return json.loads(OUT.read_text())
+
+
+def test_shipped_model_passed_the_release_gate(bench_run):
+    """A model ships only with a failure-mode run of its own that meets GATE."""
+    assert bench_run["model"] == OnnxModel(bundled_model_path()).info.version
+    assert gate(bench_run["conditions"]) == []
+    assert bench_run["gate"] == {"limits": GATE, "passed": True, "violations": []}
+
+
+def test_gate_rejects_a_model_that_flags_noisy_callers(bench_run):
+    conds = copy.deepcopy(bench_run["conditions"])
+    babble = conds["genuine + babble 5 dB"]
+    babble["fraction_windows_p_ge_0.5"] = 0.147  # candidate B of the model card
+    babble["calls_reaching_suspect_or_synthetic"] = 2
+    found = gate(conds)
+    assert any("babble 5 dB: 14.7 % of windows" in v for v in found), found
+    assert any("babble 5 dB: 2 of 4 calls" in v for v in found), found
+
+
+def test_gate_rejects_a_model_that_misses_the_synthetic_controls(bench_run):
+    conds = copy.deepcopy(bench_run["conditions"])
+    control = next(r for r in conds.values() if r["kind"] == "synthetic")
+    control["fraction_windows_p_ge_0.5"] = 0.5
+    control["final_states"] = {"suspect": 1}
+    assert len(gate(conds)) == 2
+
+
+def test_gate_counts_alarmed_genuine_calls_over_the_whole_bench(bench_run):
+    conds = copy.deepcopy(bench_run["conditions"])
+    genuine = [r for r in conds.values() if r["kind"] == "genuine"]
+    for r in genuine:  # one alarmed call per condition: each within its own limit
+        r["calls_reaching_suspect_or_synthetic"] = 1
+    found = gate(conds)
+    assert len(found) == 1 and found[0].startswith("genuine calls:"), found
