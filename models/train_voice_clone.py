@@ -735,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
     log(f"wrote {args.out} and sidecar; total {time.time() - t_start:.0f} s")
+    log(f"release gate before shipping: python -m bench.failure_modes --model {args.out} "
+        f"--out {args.out.with_name('failure_modes.json')} --gate")
     return 0
 
 
