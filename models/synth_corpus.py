@@ -25,8 +25,11 @@ Genuine speech (see models/DATA_SOURCES.md for licences):
   pypi_samples  PyPI pysptk sdist (CMU ARCTIC utterance), pyannote.audio wheel (2-speaker sample)
 Synthetic speech (own sentences below, plus the English transcripts of the
 Asterisk prompts so that genuine and synthetic voices say the same things):
-  espeak-ng, flite, festival-hts, festival-diphone, piper-joe (TTS) and
-  griffinlim (magnitude-STFT Griffin-Lim resynthesis of genuine speech).
+  espeak-ng, flite, festival-hts, festival-diphone, piper-joe (TTS), and
+  resyntheses of genuine speech: griffinlim (magnitude-STFT Griffin-Lim),
+  world-vc (WORLD vocoder with voice-conversion edits), lpc-vocoder,
+  phase-vocoder (pitch shift, as voice changers do it) and hnm-vocoder
+  (harmonic plus noise).
 
 Every generated/processed file gets the same treatment whatever its class:
 resample to 16 kHz (scipy.signal.resample_poly), leading/trailing silence
@@ -58,6 +61,7 @@ import time
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -546,6 +550,10 @@ ENGINE_CHECKS = {  # job -> check; each raises MissingEngineError with the insta
     "lpc-vocoder": lambda: (_check_genuine_sources("lpc-vocoder"),
                             _need_module("lpc-vocoder", "pyworld",
                                          ".venv/bin/pip install -e '.[corpus]'")),
+    "phase-vocoder": lambda: _check_genuine_sources("phase-vocoder"),
+    "hnm-vocoder": lambda: (_check_genuine_sources("hnm-vocoder"),
+                            _need_module("hnm-vocoder", "pyworld",
+                                         ".venv/bin/pip install -e '.[corpus]'")),
 }
 
 
@@ -819,9 +827,8 @@ def build_tasks(job: str, seed: int, src: dict) -> list[dict]:
                           noise_w=round(float(rng.uniform(0.5, 1.0)), 3),
                           family="piper-joe", speaker="piper_joe", stem=f"piper-joe/{i:04d}"))
         return T
-    if job in ("griffinlim", "world-vc", "lpc-vocoder"):
-        kind, tag = {"griffinlim": ("gl", "griffinlim"), "world-vc": ("world", "world-vc"),
-                     "lpc-vocoder": ("lpc", "lpc-vocoder")}[job]
+    if job in RESYNTHESIS_KINDS:
+        kind, tag = RESYNTHESIS_KINDS[job], job
         libri = {}
         shared_files = sorted((SHARED_SPEECH / "bonafide").glob("*.flac"))
         for f in sorted(GE2E_LIBRI.rglob("*.flac")) + shared_files:
@@ -832,6 +839,11 @@ def build_tasks(job: str, seed: int, src: dict) -> list[dict]:
                               speaker=name.split("-")[0], text="", variant=int(rng.integers(4)),
                               iters=int(rng.integers(24, 64)), offset=v,
                               stem=f"{tag}/{Path(name).stem}_v{v}"))
+        if job in SAME_PROMPTS_AS_GRIFFINLIM:
+            for g in build_tasks("griffinlim", seed, src)[len(T):]:
+                T.append(dict(g, kind=kind, family=tag,
+                              stem=g["stem"].replace("griffinlim/", f"{tag}/", 1)))
+            return T
         tr = asterisk_transcripts(s)
         ast = [a for a in asterisk_files(s) if sf_dur(a[0]) >= 3.2]
         for j in rng.permutation(len(ast))[:100]:
@@ -845,6 +857,12 @@ def build_tasks(job: str, seed: int, src: dict) -> list[dict]:
 
 
 _DUR = {}
+RESYNTHESIS_KINDS = {"griffinlim": "gl", "world-vc": "world", "lpc-vocoder": "lpc",
+                     "phase-vocoder": "pvoc", "hnm-vocoder": "hnm"}
+# Families added after models/splits.json was written resynthesise the Asterisk
+# prompts Griffin-Lim drew, so they bring no new sentence and leave every
+# existing file's split where it was.
+SAME_PROMPTS_AS_GRIFFINLIM = ("phase-vocoder", "hnm-vocoder")
 
 
 def sf_dur(f: Path) -> float:
@@ -1074,6 +1092,115 @@ def lpc_resynth(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.nan_to_num(y)
 
 
+def _princarg(phase: np.ndarray) -> np.ndarray:
+    return (phase + np.pi) % (2 * np.pi) - np.pi
+
+
+def phase_vocoder_shift(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Phase-vocoder pitch shift, what real-time voice changers do: p = 0.8-0.94
+    or 1.06-1.25, 512- or 1024-point frames, identity phase locking half the time."""
+    n_fft = 512 if rng.random() < 0.5 else 1024
+    p = rng.uniform(0.8, 0.94) if rng.random() < 0.5 else rng.uniform(1.06, 1.25)
+    return pitch_shift(x, p, n_fft, lock=bool(rng.random() < 0.5))
+
+
+def pitch_shift(x: np.ndarray, p: float, n_fft: int, lock: bool) -> np.ndarray:
+    """Time-stretch by 1/p with the classic phase vocoder (magnitudes interpolated
+    between analysis frames, phases advanced by each bin's instantaneous frequency;
+    with ``lock``, Laroche-Dolson identity phase locking: every bin takes the phase
+    rotation of the spectral peak of its region), then resample by p so that the
+    duration is kept and pitch and formants move by p."""
+    hop = n_fft // 4
+    win = signal.get_window("hann", n_fft)
+    _, _, Z = signal.stft(x, SR, window=win, nperseg=n_fft, noverlap=n_fft - hop)
+    mag, ph = np.abs(Z), np.angle(Z)
+    omega = 2 * np.pi * hop * np.arange(mag.shape[0]) / n_fft
+    steps = np.arange(0.0, mag.shape[1] - 1, 1.0 / p)
+    out = np.zeros((mag.shape[0], len(steps)), dtype=complex)
+    acc = ph[:, 0].copy()
+    for j, t in enumerate(steps):
+        k = int(t)
+        frac = t - k
+        m = (1 - frac) * mag[:, k] + frac * mag[:, k + 1]
+        peaks = signal.argrelmax(m)[0] if lock else np.array([], dtype=int)
+        if len(peaks):
+            bounds = (peaks[:-1] + peaks[1:]) // 2
+            owner = peaks[np.searchsorted(bounds, np.arange(len(m)), side="right")]
+            out[:, j] = m * np.exp(1j * (ph[:, k] + acc[owner] - ph[owner, k]))
+        else:
+            out[:, j] = m * np.exp(1j * acc)
+        acc = acc + omega + _princarg(ph[:, k + 1] - ph[:, k] - omega)
+    _, y = signal.istft(out, SR, window=win, nperseg=n_fft, noverlap=n_fft - hop)
+    up, down = Fraction(p).limit_denominator(100).as_integer_ratio()
+    return signal.resample_poly(y, down, up)[: len(x)]
+
+
+def hnm_resynth(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Harmonic-plus-noise resynthesis of the DIO + StoneMask F0 with random
+    settings: F0 x 0.85-1.2 (60 %), maximum voiced frequency 3-6.5 kHz, lifter
+    24-48, random harmonic phases (50 %)."""
+    x, f0, _ = _world_analyse(x, 1000.0 * HNM_HOP / SR)
+    if rng.random() < 0.6:
+        f0 = f0 * rng.uniform(0.85, 1.2)
+    return harmonic_plus_noise(x, f0, mvf=rng.uniform(3000.0, 6500.0),
+                               lifter=int(rng.integers(24, 49)),
+                               random_phases=bool(rng.random() < 0.5), rng=rng)
+
+
+HNM_HOP = 80  # 5 ms F0 / envelope frames
+
+
+def harmonic_plus_noise(x: np.ndarray, f0: np.ndarray, mvf: float, lifter: int,
+                        random_phases: bool, rng: np.random.Generator) -> np.ndarray:
+    """Harmonic-plus-noise resynthesis (Stylianou's HNM, a sinusoidal vocoder).
+
+    ``f0`` holds one value per ``HNM_HOP`` samples (0 = unvoiced); the envelope
+    is kept whatever F0 is given, as a voice converter's pitch edit does.
+    Cepstrally smoothed log-spectral envelope of 1024-point frames; voiced
+    frames are rebuilt as a sum of harmonics of F0 up to the maximum voiced
+    frequency ``mvf``, amplitudes read off the envelope and scaled to the
+    frame's energy below ``mvf``, phases integrated from F0 (zero or random
+    offsets per harmonic); above it, and in unvoiced frames, white noise shaped
+    by the same envelope."""
+    hop, n_fft = HNM_HOP, 1024
+    win = signal.get_window("hann", n_fft)
+    stft = dict(fs=SR, window=win, nperseg=n_fft, noverlap=n_fft - hop)
+    _, _, Z = signal.stft(x, **stft)
+    n_fr = min(Z.shape[1], len(f0))
+    Z, f0 = Z[:, :n_fr], f0[:n_fr]
+    ceps = np.fft.irfft(np.log(np.abs(Z) + 1e-7), axis=0)
+    ceps[lifter: n_fft - lifter + 1] = 0.0
+    env = np.exp(np.fft.rfft(ceps, axis=0).real)  # smoothed |STFT|, bins x frames
+    freqs = np.arange(env.shape[0]) * SR / n_fft
+    f0_min = float(f0[f0 > 0].min()) if (f0 > 0).any() else mvf
+    ks = np.arange(1, int(mvf / max(f0_min, 40.0)) + 2)
+    amp = np.zeros((n_fr, len(ks)))
+    # a sinusoid of amplitude A puts n_fft * A^2 * sum(w^2) / (4 sum(w)^2) into the bins
+    to_amp2 = 4 * win.sum() ** 2 / (n_fft * np.sum(win ** 2))
+    band = freqs < mvf
+    for i in np.flatnonzero(f0 > 0):
+        hf = ks * f0[i]
+        a = np.where(hf < mvf, np.interp(hf, freqs, env[:, i]), 0.0)
+        target = to_amp2 * np.sum(np.abs(Z[band, i]) ** 2)
+        amp[i] = a * np.sqrt(target / max(float(np.sum(a ** 2)), 1e-20))
+    f0_s = np.interp(np.arange(n_fr * hop) / hop, np.arange(n_fr), f0)
+    phi = 2 * np.pi * np.cumsum(f0_s) / SR
+    offsets = rng.uniform(0, 2 * np.pi, len(ks)) if random_phases else np.zeros(len(ks))
+    harm = np.zeros(n_fr * hop)
+    ramp = np.arange(hop)[:, None] / hop
+    for i in range(n_fr - 1):
+        if amp[i].any() or amp[i + 1].any():
+            s = slice(i * hop, (i + 1) * hop)
+            a = (1 - ramp) * amp[i] + ramp * amp[i + 1]
+            harm[s] = np.sum(a * np.cos(phi[s, None] * ks + offsets), axis=1)
+    _, _, N = signal.stft(rng.standard_normal(len(x)), **stft)
+    N = N[:, :n_fr] * win.sum() / np.sqrt(np.sum(win ** 2))  # E|N|^2 = 1 per bin
+    keep = np.where((f0 > 0)[None, :], (freqs >= mvf)[:, None], True)
+    _, noise = signal.istft(N * env * keep, **stft)
+    n = min(len(x), len(harm), len(noise))
+    return harm[:n] + noise[:n]
+
+
 def mel_filterbank(n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float = 8000.0) -> np.ndarray:
     def hz2mel(f):
         return 2595 * np.log10(1 + f / 700)
@@ -1115,7 +1242,7 @@ def run_task(args) -> list[dict]:
             if len(parts) > 1:
                 x = concat_with_pauses(parts, rng, *t.get("pause", (0.25, 0.6)))
             return [dict(row, path=write(out, f"{t['stem']}.flac", finalize(x, rng)))]
-        if t["kind"] in ("gl", "world", "lpc"):
+        if t["kind"] in RESYNTHESIS_KINDS.values():
             x = to_16k(*load_audio(Path(t["srcs"][0])))
             pieces = chunks(x, min_s=3.0, n_max=2)
             p = pieces[min(t["offset"], len(pieces) - 1)] if pieces else x
@@ -1123,6 +1250,10 @@ def run_task(args) -> list[dict]:
                 y = griffin_lim(p, t["variant"], t["iters"], rng)
             elif t["kind"] == "world":
                 y = world_resynth(p, rng)
+            elif t["kind"] == "pvoc":
+                y = phase_vocoder_shift(p, rng)
+            elif t["kind"] == "hnm":
+                y = hnm_resynth(p, rng)
             else:
                 y = lpc_resynth(p, rng)
             return [dict(row, path=write(out, f"{t['stem']}.flac", finalize(y, rng)))]
@@ -1148,7 +1279,7 @@ def run_task(args) -> list[dict]:
 GENUINE_JOBS = ["shared", "librispeech", "asterisk", "klettres", "ktuberling", "alsa",
                 "pypi_samples"]
 SPOOF_JOBS = ["espeak-ng", "flite", "festival-hts", "festival-diphone", "piper-joe", "griffinlim",
-              "world-vc", "lpc-vocoder"]
+              "world-vc", "lpc-vocoder", "phase-vocoder", "hnm-vocoder"]
 JOBS = GENUINE_JOBS + SPOOF_JOBS
 
 

@@ -625,8 +625,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", default=VERSION, help=f"sidecar version (default {VERSION})")
     ap.add_argument("--exclude-families", default="",
                     help="comma-separated spoof families to leave out; the shipped "
-                         "vc-cnn-1.0.0 was trained with world-vc,lpc-vocoder left out "
-                         "(they were added to the generator after it)")
+                         "vc-cnn-1.0.0 was trained with world-vc,lpc-vocoder,phase-vocoder,"
+                         "hnm-vocoder left out (they were added to the generator after it)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
