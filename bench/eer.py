@@ -29,6 +29,13 @@ Part 3, leave-one-family-out: the table of bench/results/loso.json (written
 by bench/loso.py, ~20 min; not rerun here) folded into eer.json (``--lofo-only``
 refolds it without rerunning the rest).
 
+Part 4, families the shipped model never saw: every generated file of each
+spoof family missing from the sidecar's ``trained_families`` (the vocoder
+families added to the generator after it was trained) against the bona fide
+files of the test split, reported like part 2 (``--unseen-only`` reruns just
+this part; the imports score all bona fide files and at most
+``--aasist-max-files`` spoofs).
+
 Scores follow the AASIST reference recipe (first 64 600 samples of each file,
 tiled if shorter), so numbers are comparable to the published ones.
 
@@ -54,6 +61,7 @@ from streamguard import Guard, GuardConfig
 from streamguard.config import bundled_model_path
 from streamguard.detectors import VoiceCloneDetector
 from streamguard.inference import OnnxModel
+from streamguard.inference.onnx_model import ModelInfo
 from streamguard.media import (
     StreamResampler,
     decode_file,
@@ -73,6 +81,9 @@ OUT = REPO / "bench" / "results"
 SHARED_FAMILY = {"spoof_piper": "piper-joe", "spoof_espeak": "espeak-ng",
                  "bonafide": "librispeech"}
 CHANNELS = ("wideband", "mulaw8k")
+# Families made by resynthesising genuine recordings (models/synth_corpus.py): their
+# bootstrap unit is the source speaker, not the sentence.
+RESYNTHESIS_FAMILIES = ("griffinlim", "world-vc", "lpc-vocoder", "phase-vocoder", "hnm-vocoder")
 
 
 def phone_channel(pcm: np.ndarray) -> np.ndarray:
@@ -167,7 +178,7 @@ def group_of(row: dict) -> str:
     lib = re.search(r"(\d+)-\d+-\d+", Path(row["path"]).name)
     if row["label"] == "bonafide":
         return f"librispeech:{lib.group(1)}" if lib else f"spk:{row['speaker'].lower()}"
-    if row["family"] == "griffinlim":  # resynthesis of a genuine speaker's recording
+    if row["family"] in RESYNTHESIS_FAMILIES:  # of a genuine speaker's recording
         return f"gl:{lib.group(1) if lib else row['speaker'].lower()}"
     text = re.sub(r"[\W_]+", " ", row["text"].lower()).strip()
     return f"text:{text}" if text else f"file:{row['key']}"
@@ -250,30 +261,84 @@ def evaluate_test_split(models: dict[str, Path], max_aasist: int, rounds: int,
     if data is None:
         print(f"generated test split skipped: {why}")
         return {"skipped": why}
-    t0 = time.time()
     rows = data["rows"]
-    labels = np.array([r["label"] == "spoof" for r in rows], dtype=int)
     families = np.array([r["family"] for r in rows])
-    groups = np.array([group_of(r) for r in rows])
-    wide = [decode_file(r["path"]).pcm for r in rows]
-    audio = {"wideband": wide, "mulaw8k": [phone_channel(x) for x in wide]}
     subset = stratified_subset(families, max_aasist)
-    counts = {fam: int((families == fam).sum()) for fam in sorted(set(families))}
     out: dict = {
         "protocol": ("held-out test split of models/splits.json (generated corpus + the shared "
                      "corpus' test part); first 64600 samples per file; EER per spoof family = "
                      "that family vs all test bona fide; FPR/FNR at the model's operating point "
                      "(shipped: calibrated P(synthetic) >= 0.5; AASIST: softmax 0.5, margin 0); "
                      f"95 % bootstrap CIs, {rounds} rounds, bona fide resampled by speaker, "
-                     "spoofs by sentence (Griffin-Lim by source speaker)"),
-        "files": len(rows), "bonafide": int((labels == 0).sum()), "spoof": int(labels.sum()),
-        "genuine_speakers": sorted(set(groups[labels == 0])),
-        "counts": counts, "missing_from_corpus": data["missing"],
+                     "spoofs by sentence (resyntheses by source speaker)"),
+        "files": len(rows), "missing_from_corpus": data["missing"],
         "aasist_files": len(subset),
         "aasist_note": (f"AASIST / AASIST-L scored on {len(subset)} of {len(rows)} files "
                         f"(cap --aasist-max-files {max_aasist}, ~300 ms per window on this "
                         "CPU)" + ("; the whole split" if len(subset) == len(rows) else
                                  "; family-stratified seeded subset")),
+    }
+    return {**out, **score_rows(rows, subset, models, rounds, curves, "generated test split")}
+
+
+def load_unseen_families() -> tuple[dict | None, str]:
+    """Every generated file of the spoof families the shipped model was not trained on,
+    with the bona fide speech of the test split."""
+    data, why = load_test_split()
+    if data is None:
+        return None, why
+    sidecar = ModelInfo.from_sidecar(bundled_model_path().with_suffix(".json"))
+    trained = set(sidecar.extra.get("trained_families", []))
+    spoofs = []
+    with (CORPUS / "manifest.csv").open() as fh:
+        for r in csv.DictReader(fh):
+            if r["label"] == "spoof" and r["family"] not in trained:
+                spoofs.append({**r, "path": CORPUS / r["path"], "key": r["path"]})
+    if not spoofs:
+        return None, "the shipped model was trained on every generated spoof family"
+    genuine = [r for r in data["rows"] if r["label"] == "bonafide"]
+    return {"rows": genuine + spoofs, "trained": sorted(trained)}, ""
+
+
+def evaluate_unseen_families(models: dict[str, Path], max_aasist: int, rounds: int) -> dict:
+    """Part 4: how the shipped model does on whole families it has never seen."""
+    data, why = load_unseen_families()
+    if data is None:
+        print(f"unseen families skipped: {why}")
+        return {"skipped": why}
+    rows = data["rows"]
+    labels = np.array([r["label"] == "spoof" for r in rows], dtype=int)
+    spoof_idx = np.nonzero(labels == 1)[0]
+    families = np.array([r["family"] for r in rows])
+    subset = np.sort(np.concatenate([np.nonzero(labels == 0)[0], spoof_idx[
+        stratified_subset(families[spoof_idx], max_aasist)]]))
+    out: dict = {
+        "protocol": ("every generated file of each spoof family absent from the shipped "
+                     "model's trained_families, against the bona fide files of the test split "
+                     "of models/splits.json; otherwise as generated_test_split"),
+        "shipped_trained_on": data["trained"],
+        "files": len(rows),
+        "aasist_files": len(subset),
+        "aasist_note": (f"AASIST / AASIST-L scored on all bona fide files and a "
+                        f"family-stratified seeded subset of at most {max_aasist} spoofs "
+                        f"(--aasist-max-files), {len(subset)} files"),
+    }
+    return {**out, **score_rows(rows, subset, models, rounds, {}, "unseen families")}
+
+
+def score_rows(rows: list[dict], subset: np.ndarray, models: dict[str, Path], rounds: int,
+               curves: dict, title: str) -> dict:
+    """Score every model on both channels (the imports on ``subset`` only) and report."""
+    t0 = time.time()
+    labels = np.array([r["label"] == "spoof" for r in rows], dtype=int)
+    families = np.array([r["family"] for r in rows])
+    groups = np.array([group_of(r) for r in rows])
+    wide = [decode_file(r["path"]).pcm for r in rows]
+    audio = {"wideband": wide, "mulaw8k": [phone_channel(x) for x in wide]}
+    out: dict = {
+        "bonafide": int((labels == 0).sum()), "spoof": int(labels.sum()),
+        "genuine_speakers": sorted(set(groups[labels == 0])),
+        "counts": {fam: int((families == fam).sum()) for fam in sorted(set(families))},
         "models": {},
     }
     for name, path in models.items():
@@ -292,7 +357,7 @@ def evaluate_test_split(models: dict[str, Path], max_aasist: int, rounds: int,
             o = entry[cond]["overall"]
             per = ", ".join(f"{k} {v['eer_pct']:.1f}" for k, v in
                             entry[cond]["per_family"].items())
-            print(f"{name:9s} {cond:8s} generated test split  EER {o['eer_pct']:5.1f}% "
+            print(f"{name:9s} {cond:8s} {title}  EER {o['eer_pct']:5.1f}% "
                   f"CI {o['eer_ci95_pct']}  FPR {o['fpr_pct']:5.1f}% FNR {o['fnr_pct']:5.1f}% "
                   f"@op | {per}", flush=True)
         out["models"][name] = entry
@@ -361,13 +426,22 @@ def main() -> int:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds")
     parser.add_argument("--lofo-only", action="store_true",
                         help="only fold bench/results/loso.json into eer.json again")
+    parser.add_argument("--unseen-only", action="store_true",
+                        help="only rerun part 4 (families the shipped model never saw)")
     args = parser.parse_args()
-    if args.lofo_only:
+    if args.lofo_only or args.unseen_only:
         path = OUT / "eer.json"
         results = json.loads(path.read_text()) if path.exists() else {}
-        results["leave_one_family_out"] = lofo_table()
+        if args.lofo_only:
+            results["leave_one_family_out"] = lofo_table()
+            print_lofo(results["leave_one_family_out"])
+        if args.unseen_only:
+            with tempfile.TemporaryDirectory() as tmp:
+                models = {} if args.skip_aasist else import_references(Path(tmp))
+                models["shipped"] = bundled_model_path()
+                results["unseen_families"] = evaluate_unseen_families(
+                    models, args.aasist_max_files, args.bootstrap)
         write_results(results)
-        print_lofo(results["leave_one_family_out"])
         return 0
     if not SPEECH.exists():
         print(f"shared corpus not found at {SPEECH}")
@@ -420,6 +494,8 @@ def main() -> int:
         results["seconds_shared_corpus"] = round(time.time() - t_start, 1)
         results["generated_test_split"] = evaluate_test_split(
             models, args.aasist_max_files, args.bootstrap, split_curves)
+        results["unseen_families"] = evaluate_unseen_families(
+            models, args.aasist_max_files, args.bootstrap)
     if test_mask.any():
         results["test_split"] = {"files": int(test_mask.sum()),
                                  "bonafide": int((labels[test_mask] == 0).sum()),

@@ -226,7 +226,7 @@ def detection_rates(bench_dir: Path | None) -> dict[str, Any]:
     data = _load(eer_path) if eer_path else None
     if eer_path is None or data is None:
         return {"status": NOT_MEASURED, "source": str(eer_path) if eer_path else None}
-    rows, families_rows = [], []
+    rows = []
     for name, model in sorted((data.get("models") or {}).items()):
         if not isinstance(model, dict):
             continue
@@ -247,12 +247,8 @@ def detection_rates(bench_dir: Path | None) -> dict[str, Any]:
                 continue
             rows.append(_row("generated test split", name, model, condition, "test", overall,
                              overall))
-            for fam, f in sorted((rep.get("per_family") or {}).items()):
-                if isinstance(f, dict):
-                    families_rows.append({"model": name, "condition": condition, "family": fam,
-                                          **{k: f.get(k) for k in ("eer_pct", "eer_ci95_pct",
-                                                                   "fnr_pct", "fnr_ci95_pct",
-                                                                   "n_spoof")}})
+    unseen = data.get("unseen_families") or {}
+    unseen_rows = _family_rows(unseen)
     loso = data.get("leave_one_family_out") or data.get("leave_one_source_out") or {}
     table = loso.get("table") or loso.get("families") or {}
     families = {fam: {k: v for k, v in m.items() if k.startswith(("eer_pct", "n_"))}
@@ -268,13 +264,33 @@ def detection_rates(bench_dir: Path | None) -> dict[str, Any]:
         "generated_test_split": {k: generated.get(k) for k in
                                  ("protocol", "files", "bonafide", "spoof", "skipped")
                                  if k in generated} or NOT_MEASURED,
-        "rows": rows, "per_family": families_rows,
+        "rows": rows, "per_family": _family_rows(generated),
+        "unseen_families": {"protocol": unseen.get("protocol"),
+                            "shipped_trained_on": unseen.get("shipped_trained_on"),
+                            "per_family": unseen_rows} if unseen_rows else NOT_MEASURED,
         "leave_one_source_out": {"protocol": loso.get("protocol"), "families": families}
         if families else NOT_MEASURED,
     }
     speaker = _load(bench_dir / "speaker.json") if bench_dir else None
     out["speaker_verification"] = _speaker_rows(speaker) if speaker else NOT_MEASURED
     return out
+
+
+def _family_rows(section: dict[str, Any]) -> list[dict[str, Any]]:
+    """EER and FNR per synthesis family, per model and channel, of one bench section."""
+    rows = []
+    for name, model in sorted((section.get("models") or {}).items()):
+        if not isinstance(model, dict):
+            continue
+        for condition, rep in model.items():
+            if not isinstance(rep, dict):
+                continue
+            for fam, f in sorted((rep.get("per_family") or {}).items()):
+                if isinstance(f, dict):
+                    rows.append({"model": name, "condition": condition, "family": fam,
+                                 **{k: f.get(k) for k in ("eer_pct", "eer_ci95_pct", "fnr_pct",
+                                                          "fnr_ci95_pct", "n_spoof")}})
+    return rows
 
 
 def _speaker_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -459,12 +475,12 @@ def _render_detection(det: dict[str, Any]) -> list[str]:
                    f"genuine, {gen.get('spoof')} synthetic). {gen['protocol']}."]
     if det.get("per_family"):
         md += ["", "**Per synthesis family (generated test split)**", ""]
-        md += _table(("model", "channel", "family", "EER [95 % CI]", "FNR [95 % CI]",
-                      "n synthetic"),
-                     [(f["model"], f["condition"], f["family"],
-                       _pct_ci(f["eer_pct"], f["eer_ci95_pct"]),
-                       _pct_ci(f["fnr_pct"], f["fnr_ci95_pct"]), f["n_spoof"])
-                      for f in det["per_family"]])
+        md += _family_table(det["per_family"])
+    unseen = det.get("unseen_families")
+    if isinstance(unseen, dict):
+        md += ["", "**Synthesis families the shipped model was never trained on**", "",
+               f"{unseen.get('protocol') or ''}", ""]
+        md += _family_table(unseen["per_family"])
     loso = det["leave_one_source_out"]
     md += ["", "**Unseen synthesis families (leave one source out)**", ""]
     if isinstance(loso, dict):
@@ -487,6 +503,14 @@ def _render_detection(det: dict[str, Any]) -> list[str]:
     else:
         md += [f"Speaker verification: {NOT_MEASURED}."]
     return [*md, ""]
+
+
+def _family_table(rows: list[dict[str, Any]]) -> list[str]:
+    return _table(("model", "channel", "family", "EER [95 % CI]", "FNR [95 % CI]",
+                   "n synthetic"),
+                  [(f["model"], f["condition"], f["family"],
+                    _pct_ci(f["eer_pct"], f["eer_ci95_pct"]),
+                    _pct_ci(f["fnr_pct"], f["fnr_ci95_pct"]), f["n_spoof"]) for f in rows])
 
 
 def write_chart(report: dict[str, Any], path: Path) -> bool:

@@ -29,6 +29,12 @@ EER_FIXTURE = {
                     "per_family": {"griffinlim": {"eer_pct": 30.0, "eer_ci95_pct": [20.0, 40.0],
                                                   "fnr_pct": 40.0, "fnr_ci95_pct": [25.0, 55.0],
                                                   "n_spoof": 10}}}}}},
+    "unseen_families": {"protocol": "families it never saw", "shipped_trained_on": ["flite"],
+                        "models": {"shipped": {"version": "vc-test-1", "wideband": {
+                            "overall": {"eer_pct": 20.0},
+                            "per_family": {"phase-vocoder": {
+                                "eer_pct": 12.4, "eer_ci95_pct": [8.0, 17.0], "fnr_pct": 72.3,
+                                "fnr_ci95_pct": [60.0, 80.0], "n_spoof": 242}}}}}},
 }
 
 
@@ -105,6 +111,11 @@ def test_report_counts_policy_and_bench(log, tmp_path):
     assert "5.00 % [1.00, 12.50] %" in md and "10.00 % (1/10)" in md
     assert "hold-on-synthetic" in md  # the policy's rules are published
     assert "30.00 % [20.00, 40.00] %" in md
+    unseen = det["unseen_families"]
+    assert unseen["shipped_trained_on"] == ["flite"]
+    assert [(f["family"], f["fnr_pct"]) for f in unseen["per_family"]] == [("phase-vocoder",
+                                                                            72.3)]
+    assert "never trained on" in md and "72.30 % [60.00, 80.00] %" in md
 
 
 def test_newer_policy_change_and_since(log, tmp_path):

@@ -68,3 +68,16 @@ def test_demo_runs_live_on_the_bundled_calls(capsys):
     finals = [line for line in out.splitlines() if line.startswith("==")]
     assert any("genuine_call" in line and "FINAL CLEAR" in line for line in finals), finals
     assert any("synthetic_call" in line and "FINAL SYNTHETIC" in line for line in finals), finals
+
+
+def test_committed_unseen_family_numbers_belong_to_the_shipped_model(model):
+    """bench/results/eer.json's never-seen families: this model, and truly never seen."""
+    unseen = json.loads((REPO / "bench" / "results" / "eer.json").read_text())["unseen_families"]
+    trained = model.info.extra["trained_families"]
+    assert unseen["shipped_trained_on"] == trained
+    shipped = unseen["models"]["shipped"]
+    assert shipped["version"] == model.info.version
+    for channel in ("wideband", "mulaw8k"):
+        families = shipped[channel]["per_family"]
+        assert families and not set(families) & set(trained)
+        assert all(f["n_spoof"] > 0 and 0 <= f["fnr_pct"] <= 100 for f in families.values())
