@@ -66,6 +66,8 @@ VERSION = "vc-cnn-1.0.0"
 ARCH = ("log-linear-spectrogram (512-pt DFT as Conv1d, hop 256, 256 bins to 8 kHz, "
         "per-window level normalisation) + 2-D ResNet CNN 16-24-32-48-64, "
         "time mean/std pooling, linear head")
+TIME_BRANCH_ARCH = ("; + time branch (64-tap learnable FIR bank of 32 bands, 1 ms log "
+                    "envelopes, 4 Conv1d blocks, mean/std) concatenated before the head")
 SHARED_FAMILY = {"spoof_piper": "piper-joe", "spoof_espeak": "espeak-ng",
                  "bonafide": "librispeech"}
 SPLIT_NAMES = ("train", "calib", "test")
@@ -398,12 +400,13 @@ class TrainConfig:
     p_speed: float = 0.4
     seed: int = 0
     log_every: int = 50
+    time_branch: bool = False  # VoiceCloneNet's 1 ms sub-band envelope branch
 
 
 def train(items: list[Item], cfg: TrainConfig, babble: list[np.ndarray]) -> VoiceCloneNet:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = VoiceCloneNet()
+    model = VoiceCloneNet(time_branch=cfg.time_branch)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
                                                 pct_start=0.15)
@@ -623,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds to wait for .data/corpus/READY")
     ap.add_argument("--out", type=Path, default=MODEL_DIR / "voice_clone.onnx")
     ap.add_argument("--version", default=VERSION, help=f"sidecar version (default {VERSION})")
+    ap.add_argument("--time-branch", action="store_true",
+                    help="add the time-domain sub-band envelope branch (not in 1.0.0)")
     ap.add_argument("--exclude-families", default="",
                     help="comma-separated spoof families to leave out; the shipped "
                          "vc-cnn-1.0.0 was trained with world-vc,lpc-vocoder,phase-vocoder,"
@@ -658,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{s}: {len(by_split[s])} files {dict(sorted(c.items()))}")
 
     babble = [it.audio for it in by_split["train"] if it.label == 0]
-    cfg = TrainConfig(steps=args.steps, seed=args.seed)
+    cfg = TrainConfig(steps=args.steps, seed=args.seed, time_branch=args.time_branch)
     t_train = time.time()
     model = train(by_split["train"], cfg, babble)
     train_s = time.time() - t_train
@@ -699,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     sidecar = {
         "name": "voice_clone",
         "version": args.version,
-        "architecture": ARCH,
+        "architecture": ARCH + (TIME_BRANCH_ARCH if cfg.time_branch else ""),
         "sample_rate": SAMPLE_RATE,
         "input_samples": INPUT_SAMPLES,
         "input_name": "waveform",

@@ -79,14 +79,57 @@ class ResBlock(nn.Module):
         return self.act(y + self.short(x))
 
 
+class TimeBranch(nn.Module):
+    """(B, N) waveform -> (B, 128) embedding of 1 ms sub-band envelopes.
+
+    The 16 ms spectrogram frames cannot show what happens inside a pitch
+    period; magnitude-only resynthesis (Griffin-Lim) smears the glottal pulses
+    there while leaving the frame magnitudes as they were. A learnable 64-tap
+    FIR filterbank (32 bands, log-spaced 60 Hz-7.6 kHz cosines at init, stride
+    4) -> squared -> averaged over 4 (1 ms hop) -> log, level-normalised per
+    window -> 4 strided Conv1d blocks -> mean and std over time.
+    """
+
+    def __init__(self, bands: int = 32, widths: tuple[int, ...] = (32, 48, 64, 64)) -> None:
+        super().__init__()
+        n = torch.arange(64, dtype=torch.float32)
+        centre = torch.logspace(math.log10(60.0), math.log10(7600.0), bands) / SAMPLE_RATE
+        window = torch.hann_window(64, periodic=False)
+        self.fir = nn.Parameter(
+            (torch.cos(2 * math.pi * centre[:, None] * n[None]) * window)[:, None, :] / 8)
+        self.norm = nn.BatchNorm1d(bands)
+        layers: list[nn.Module] = []
+        cin = bands
+        for cout in widths:
+            layers += [nn.Conv1d(cin, cout, 5, stride=2, padding=2, bias=False),
+                       nn.BatchNorm1d(cout), nn.ReLU()]
+            cin = cout
+        self.net = nn.Sequential(*layers)
+        self.out_dim = 2 * cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.conv1d(x[:, None], self.fir, stride=4)
+        power = nn.functional.avg_pool1d(y * y, 4)
+        rel = power / (power.mean(dim=(1, 2), keepdim=True) + 1e-10)
+        h = self.net(self.norm(torch.log(rel + LOG_FLOOR)))
+        mean = h.mean(dim=2)
+        std = torch.sqrt(((h - mean[..., None]) ** 2).mean(dim=2) + 1e-5)
+        return torch.cat([mean, std], dim=1)
+
+
 class VoiceCloneNet(nn.Module):
-    """Raw 16 kHz waveform in, (spoof, bona fide) logits out."""
+    """Raw 16 kHz waveform in, (spoof, bona fide) logits out.
+
+    ``time_branch`` adds a TimeBranch beside the spectrogram CNN (its embedding
+    is concatenated before the head). vc-cnn-1.0.0 has none; the leave-one-
+    family-out runs that measure it are in the model card."""
 
     def __init__(self, widths: tuple[int, ...] = (16, 24, 32, 48, 64),
-                 dropout: float = 0.3) -> None:
+                 dropout: float = 0.3, time_branch: bool = False) -> None:
         super().__init__()
         self.widths = widths
         self.front = LogSpectrogram()
+        self.time = TimeBranch() if time_branch else None
         # Learned affine on the log spectrum (≈ fixed normalisation, trainable).
         self.in_norm = nn.BatchNorm2d(1)
         self.stem = nn.Sequential(
@@ -100,7 +143,8 @@ class VoiceCloneNet(nn.Module):
         for _ in range(len(widths)):
             freq = (freq - 1) // 2 + 1
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(2 * widths[-1] * freq, 2)
+        extra = self.time.out_dim if self.time is not None else 0
+        self.head = nn.Linear(2 * widths[-1] * freq + extra, 2)
 
     def spec_augment(self, s: torch.Tensor) -> torch.Tensor:
         """Training only: mask 1-2 random frequency bands (≤ 24 bins) and time spans."""
@@ -128,7 +172,10 @@ class VoiceCloneNet(nn.Module):
         h = self.blocks(self.stem(s))  # (B, C, F, T)
         mean = h.mean(dim=3)
         std = torch.sqrt(((h - mean[..., None]) ** 2).mean(dim=3) + 1e-5)
-        return torch.cat([mean, std], dim=1).flatten(1)
+        spectral = torch.cat([mean, std], dim=1).flatten(1)
+        if self.time is None:
+            return spectral
+        return torch.cat([spectral, self.time(x)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.embed(x)))
