@@ -50,6 +50,7 @@ import asyncio
 import csv
 import json
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -81,9 +82,11 @@ OUT = REPO / "bench" / "results"
 SHARED_FAMILY = {"spoof_piper": "piper-joe", "spoof_espeak": "espeak-ng",
                  "bonafide": "librispeech"}
 CHANNELS = ("wideband", "mulaw8k")
-# Families made by resynthesising genuine recordings (models/synth_corpus.py): their
-# bootstrap unit is the source speaker, not the sentence.
-RESYNTHESIS_FAMILIES = ("griffinlim", "world-vc", "lpc-vocoder", "phase-vocoder", "hnm-vocoder")
+sys.path.insert(0, str(REPO / "models"))
+
+# Families made by resynthesising genuine recordings: their bootstrap unit is the
+# source speaker, not the sentence.
+from synth_corpus import RESYNTHESIS_KINDS as RESYNTHESIS_FAMILIES  # noqa: E402
 
 
 def phone_channel(pcm: np.ndarray) -> np.ndarray:

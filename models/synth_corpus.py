@@ -532,6 +532,12 @@ def _check_genuine_sources(family: str) -> None:
                                  "(read-only shared data; mount ../shared)")
 
 
+def _check_pyworld_resynthesis(family: str) -> None:
+    """A resynthesis family that takes its F0 (or more) from pyworld."""
+    _check_genuine_sources(family)
+    _need_module(family, "pyworld", ".venv/bin/pip install -e '.[corpus]'")
+
+
 FLITE_VOICES = ("kal", "kal16", "slt", "rms", "awb")
 FESTIVAL_VOICE_DIRS = {  # family -> (voice dir under /usr/share/festival/voices, Debian package)
     "festival-hts": ("us/cmu_us_slt_arctic_hts", "festvox-us-slt-hts"),
@@ -544,16 +550,10 @@ ENGINE_CHECKS = {  # job -> check; each raises MissingEngineError with the insta
     "festival-diphone": lambda: _check_festival("festival-diphone"),
     "piper-joe": _check_piper,
     "griffinlim": lambda: _check_genuine_sources("griffinlim"),
-    "world-vc": lambda: (_check_genuine_sources("world-vc"),
-                         _need_module("world-vc", "pyworld",
-                                      ".venv/bin/pip install -e '.[corpus]'")),
-    "lpc-vocoder": lambda: (_check_genuine_sources("lpc-vocoder"),
-                            _need_module("lpc-vocoder", "pyworld",
-                                         ".venv/bin/pip install -e '.[corpus]'")),
+    "world-vc": lambda: _check_pyworld_resynthesis("world-vc"),
+    "lpc-vocoder": lambda: _check_pyworld_resynthesis("lpc-vocoder"),
     "phase-vocoder": lambda: _check_genuine_sources("phase-vocoder"),
-    "hnm-vocoder": lambda: (_check_genuine_sources("hnm-vocoder"),
-                            _need_module("hnm-vocoder", "pyworld",
-                                         ".venv/bin/pip install -e '.[corpus]'")),
+    "hnm-vocoder": lambda: _check_pyworld_resynthesis("hnm-vocoder"),
 }
 
 
@@ -828,30 +828,30 @@ def build_tasks(job: str, seed: int, src: dict) -> list[dict]:
                           family="piper-joe", speaker="piper_joe", stem=f"piper-joe/{i:04d}"))
         return T
     if job in RESYNTHESIS_KINDS:
-        kind, tag = RESYNTHESIS_KINDS[job], job
+        kind = RESYNTHESIS_KINDS[job]
         libri = {}
         shared_files = sorted((SHARED_SPEECH / "bonafide").glob("*.flac"))
         for f in sorted(GE2E_LIBRI.rglob("*.flac")) + shared_files:
             libri.setdefault(f.name, f)
         for name, f in sorted(libri.items()):
             for v in range(2):
-                T.append(dict(kind=kind, srcs=[str(f)], family=tag,
+                T.append(dict(kind=kind, srcs=[str(f)], family=job,
                               speaker=name.split("-")[0], text="", variant=int(rng.integers(4)),
                               iters=int(rng.integers(24, 64)), offset=v,
-                              stem=f"{tag}/{Path(name).stem}_v{v}"))
+                              stem=f"{job}/{Path(name).stem}_v{v}"))
         if job in SAME_PROMPTS_AS_GRIFFINLIM:
             for g in build_tasks("griffinlim", seed, src)[len(T):]:
-                T.append(dict(g, kind=kind, family=tag,
-                              stem=g["stem"].replace("griffinlim/", f"{tag}/", 1)))
+                T.append(dict(g, kind=kind, family=job,
+                              stem=g["stem"].replace("griffinlim/", f"{job}/", 1)))
             return T
         tr = asterisk_transcripts(s)
         ast = [a for a in asterisk_files(s) if sf_dur(a[0]) >= 3.2]
         for j in rng.permutation(len(ast))[:100]:
             f, fam, spk, lang, name = ast[j]
-            T.append(dict(kind=kind, srcs=[str(f)], family=tag, speaker=spk,
+            T.append(dict(kind=kind, srcs=[str(f)], family=job, speaker=spk,
                           text=tr.get(name, "") if lang == "en" else "",
                           variant=int(rng.integers(4)), iters=int(rng.integers(24, 64)), offset=0,
-                          stem=f"{tag}/{spk}_{lang}_{name.replace('/', '_')}"))
+                          stem=f"{job}/{spk}_{lang}_{name.replace('/', '_')}"))
         return T
     raise ValueError(job)
 
