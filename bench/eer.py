@@ -34,7 +34,11 @@ spoof family missing from the sidecar's ``trained_families`` (the vocoder
 families added to the generator after it was trained) against the bona fide
 files of the test split, reported like part 2 (``--unseen-only`` reruns just
 this part; the imports score all bona fide files and at most
-``--aasist-max-files`` spoofs).
+``--aasist-max-files`` spoofs). ``--candidate MODEL.onnx`` scores a model
+that is not shipped (a release candidate, with its sidecar) the same way on
+the families *it* never saw and writes bench/results/candidates/<version>.json,
+leaving eer.json alone: the model card compares candidates with the shipped
+model on these files before one replaces it.
 
 Scores follow the AASIST reference recipe (first 64 600 samples of each file,
 tiled if shorter), so numbers are comparable to the published ones.
@@ -284,13 +288,13 @@ def evaluate_test_split(models: dict[str, Path], max_aasist: int, rounds: int,
     return {**out, **score_rows(rows, subset, models, rounds, curves, "generated test split")}
 
 
-def load_unseen_families() -> tuple[dict | None, str]:
-    """Every generated file of the spoof families the shipped model was not trained on,
-    with the bona fide speech of the test split."""
+def load_unseen_families(model: Path) -> tuple[dict | None, str]:
+    """Every generated file of the spoof families ``model`` was not trained on (its
+    sidecar's ``trained_families``), with the bona fide speech of the test split."""
     data, why = load_test_split()
     if data is None:
         return None, why
-    sidecar = ModelInfo.from_sidecar(bundled_model_path().with_suffix(".json"))
+    sidecar = ModelInfo.from_sidecar(model.with_suffix(".json"))
     trained = set(sidecar.extra.get("trained_families", []))
     spoofs = []
     with (CORPUS / "manifest.csv").open() as fh:
@@ -298,14 +302,15 @@ def load_unseen_families() -> tuple[dict | None, str]:
             if r["label"] == "spoof" and r["family"] not in trained:
                 spoofs.append({**r, "path": CORPUS / r["path"], "key": r["path"]})
     if not spoofs:
-        return None, "the shipped model was trained on every generated spoof family"
+        return None, f"{sidecar.version} was trained on every generated spoof family"
     genuine = [r for r in data["rows"] if r["label"] == "bonafide"]
     return {"rows": genuine + spoofs, "trained": sorted(trained)}, ""
 
 
-def evaluate_unseen_families(models: dict[str, Path], max_aasist: int, rounds: int) -> dict:
-    """Part 4: how the shipped model does on whole families it has never seen."""
-    data, why = load_unseen_families()
+def evaluate_unseen_families(models: dict[str, Path], max_aasist: int, rounds: int,
+                             reference: str = "shipped") -> dict:
+    """Part 4: how the ``reference`` model does on whole families it has never seen."""
+    data, why = load_unseen_families(models[reference])
     if data is None:
         print(f"unseen families skipped: {why}")
         return {"skipped": why}
@@ -316,10 +321,10 @@ def evaluate_unseen_families(models: dict[str, Path], max_aasist: int, rounds: i
     subset = np.sort(np.concatenate([np.nonzero(labels == 0)[0], spoof_idx[
         stratified_subset(families[spoof_idx], max_aasist)]]))
     out: dict = {
-        "protocol": ("every generated file of each spoof family absent from the shipped "
+        "protocol": (f"every generated file of each spoof family absent from the {reference} "
                      "model's trained_families, against the bona fide files of the test split "
                      "of models/splits.json; otherwise as generated_test_split"),
-        "shipped_trained_on": data["trained"],
+        f"{reference}_trained_on": data["trained"],
         "files": len(rows),
         "aasist_files": len(subset),
         "aasist_note": (f"AASIST / AASIST-L scored on all bona fide files and a "
@@ -348,7 +353,7 @@ def score_rows(rows: list[dict], subset: np.ndarray, models: dict[str, Path], ro
         model = OnnxModel(path, intra_op_threads=2)
         cal = model.info.calibration
         threshold = -cal.b / cal.a
-        idx = np.arange(len(rows)) if name == "shipped" else subset
+        idx = np.arange(len(rows)) if name in ("shipped", "candidate") else subset
         entry: dict = {"version": model.info.version, "files": len(idx)}
         for cond in CHANNELS:
             t1 = time.time()
@@ -431,7 +436,12 @@ def main() -> int:
                         help="only fold bench/results/loso.json into eer.json again")
     parser.add_argument("--unseen-only", action="store_true",
                         help="only rerun part 4 (families the shipped model never saw)")
+    parser.add_argument("--candidate", type=Path, metavar="MODEL.onnx",
+                        help="only score this unshipped model (with its sidecar) on the "
+                             "families it never saw -> bench/results/candidates/<version>.json")
     args = parser.parse_args()
+    if args.candidate:
+        return score_candidate(args.candidate, args.bootstrap)
     if args.lofo_only or args.unseen_only:
         path = OUT / "eer.json"
         results = json.loads(path.read_text()) if path.exists() else {}
@@ -515,6 +525,26 @@ def main() -> int:
              OUT / "det.png")
     print(f"wrote bench/results/eer.json and bench/results/det.png "
           f"({results['wall_seconds']:.0f} s)")
+    return 0
+
+
+def score_candidate(path: Path, rounds: int) -> int:
+    """Part 4 for a release candidate; eer.json (the shipped model's numbers) is left alone."""
+    if not path.with_suffix(".json").exists():
+        print(f"{path}: no sidecar {path.with_suffix('.json').name} beside it")
+        return 1
+    t0 = time.time()
+    result = evaluate_unseen_families({"candidate": path}, 0, rounds, reference="candidate")
+    if "skipped" in result:
+        return 1
+    for key in ("aasist_files", "aasist_note"):
+        result.pop(key)
+    version = result["models"]["candidate"]["version"]
+    result["wall_seconds"] = round(time.time() - t0, 1)
+    out = OUT / "candidates" / f"{version}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=float, ensure_ascii=False) + "\n")
+    print(f"wrote {out.relative_to(REPO)}")
     return 0
 
 

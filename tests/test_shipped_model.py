@@ -81,3 +81,19 @@ def test_committed_unseen_family_numbers_belong_to_the_shipped_model(model):
         families = shipped[channel]["per_family"]
         assert families and not set(families) & set(trained)
         assert all(f["n_spoof"] > 0 and 0 <= f["fnr_pct"] <= 100 for f in families.values())
+
+
+def test_committed_candidate_numbers_are_on_families_each_candidate_never_saw():
+    """bench/results/candidates/: unshipped models the card weighs against the shipped one."""
+    results = sorted((REPO / "bench" / "results" / "candidates").glob("*.json"))
+    scored = [p for p in results if not p.stem.endswith("_failure_modes")]
+    assert scored
+    for path in scored:
+        doc = json.loads(path.read_text())
+        candidate = doc["models"]["candidate"]
+        assert candidate["version"] == path.stem
+        gate = json.loads(path.with_name(f"{path.stem}_failure_modes.json").read_text())
+        assert gate["model"] == path.stem and "passed" in gate["gate"]
+        for channel in ("wideband", "mulaw8k"):
+            families = candidate[channel]["per_family"]
+            assert families and not set(families) & set(doc["candidate_trained_on"])
