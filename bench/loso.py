@@ -38,7 +38,8 @@ OUT = REPO / "bench" / "results" / "loso.json"
 
 
 def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
-        time_branch: bool = False) -> dict:
+        time_branch: bool = False, music: bool = False) -> dict:
+    tracks = tvc.music_tracks()[0] if music else []  # fails loudly, before any loading
     items = tvc.gather(use_corpus, seed)
     tvc.log_family_counts(items)
     tvc.check_families(items, tvc.expected_spoof_families(use_corpus))  # fails loudly
@@ -63,7 +64,7 @@ def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
         tvc.log(f"LOSO {fam}: train {len(train)} files without it, "
                 f"evaluate {len(held)} held-out files vs {len(genuine_test)} genuine")
         model = tvc.train(train, tvc.TrainConfig(steps=steps, seed=seed, log_every=100,
-                                                 time_branch=time_branch), babble)
+                                                 time_branch=time_branch), babble, tracks)
         entry: dict = {"n_spoof": len(held), "n_bonafide": len(genuine_test),
                        "trained_on": sorted({it.family for it in train if it.label == 1})}
         for ch in ("wideband", "mulaw8k"):
@@ -90,6 +91,7 @@ def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
         "steps": steps,
         "seed": seed,
         "time_branch": time_branch,
+        "music_bed": music,
         "corpus": "shared + generated" if use_corpus else "shared only",
         "families": results,
     }
@@ -111,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-corpus", action="store_true")
     ap.add_argument("--time-branch", action="store_true",
                     help="retrain with VoiceCloneNet's time-domain branch")
+    ap.add_argument("--music", action="store_true",
+                    help="train with the trainer's music bed (augment.MusicBed)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--merge", action="store_true",
                     help="keep the other families' entries already in --out (each entry "
@@ -121,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     fams = [f for f in args.families.split(",") if f] or None
     t0 = time.time()
     try:
-        doc = run(fams, args.steps, args.seed, use_corpus, args.time_branch)
-    except tvc.MissingFamilyError as exc:
+        doc = run(fams, args.steps, args.seed, use_corpus, args.time_branch, args.music)
+    except (tvc.MissingFamilyError, tvc.MissingMusicError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     doc["wall_seconds"] = round(time.time() - t0)

@@ -573,24 +573,32 @@ def check_engines(jobs: list[str]) -> None:
 # --------------------------------------------------------------------------
 # sources (fetched with the ordinary package clients when missing)
 
+def ensure_deb(pkg: str, cache: Path, fetch: bool = True) -> Path | None:
+    """``apt-get download`` a Debian package into cache/debs once and extract it to
+    cache/src/<pkg> (no root needed); None when it cannot be had."""
+    debs, target = cache / "debs", cache / "src" / pkg
+    if target.exists():
+        return target
+    debs.mkdir(parents=True, exist_ok=True)
+    have = sorted(debs.glob(f"{pkg}_*.deb"))
+    if not have and fetch:
+        subprocess.run(["apt-get", "download", pkg], cwd=debs, check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        have = sorted(debs.glob(f"{pkg}_*.deb"))
+    if not have:
+        return None
+    target.mkdir(parents=True)
+    subprocess.run(["dpkg-deb", "-x", str(have[-1]), str(target)], check=True)
+    return target
+
+
 def ensure_sources(cache: Path, fetch: bool = True) -> dict:
     cache.mkdir(parents=True, exist_ok=True)
     debs, src, pypi = cache / "debs", cache / "src", cache / "pypi"
     for d in (debs, src, pypi):
         d.mkdir(exist_ok=True)
     for pkg in DEBS:
-        target = src / pkg
-        if target.exists():
-            continue
-        have = sorted(debs.glob(f"{pkg}_*.deb"))
-        if not have and fetch:
-            subprocess.run(["apt-get", "download", pkg], cwd=debs, check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            have = sorted(debs.glob(f"{pkg}_*.deb"))
-        if have:
-            target.mkdir()
-            subprocess.run(["dpkg-deb", "-x", str(have[-1]), str(target)], check=True)
-        else:
+        if ensure_deb(pkg, cache, fetch) is None:
             print(f"warning: Debian package {pkg} unavailable, skipped", file=sys.stderr)
     found = {}
     for req, (kind, member) in PYPI.items():

@@ -403,7 +403,36 @@ class TrainConfig:
     time_branch: bool = False  # VoiceCloneNet's 1 ms sub-band envelope branch
 
 
-def train(items: list[Item], cfg: TrainConfig, babble: list[np.ndarray]) -> VoiceCloneNet:
+# Music for augment.MusicBed: a Debian package the failure-mode bench does not use
+# (its music-on-hold conditions play asterisk-moh-opsound-g722), so the release gate
+# still hears music the model never trained on.
+MUSIC_DEB = "lincity-ng-data"
+MUSIC_DIR = "usr/share/games/lincity-ng/music/default"
+MUSIC_STREAM = 123  # the music bed's generator is seeded with seed + this
+
+
+class MissingMusicError(RuntimeError):
+    pass
+
+
+def music_tracks(cache: Path = REPO / ".data" / "cache") -> tuple[list[np.ndarray], list[str]]:
+    """The 16 kHz tracks of MUSIC_DEB (fetched once with apt-get download) and their names."""
+    import synth_corpus
+
+    src = synth_corpus.ensure_deb(MUSIC_DEB, cache)
+    paths = sorted((src / MUSIC_DIR).glob("*.ogg")) if src is not None else []
+    if not paths:
+        raise MissingMusicError(
+            f"--music needs the Debian package {MUSIC_DEB} (apt-get download {MUSIC_DEB} "
+            f"failed or it has no {MUSIC_DIR}/*.ogg); fetch it where apt works, into "
+            f"{cache / 'debs'}, or train without --music")
+    tracks = [synth_corpus.to_16k(*synth_corpus.load_audio(p)).astype(np.float32)
+              for p in paths]
+    return tracks, [p.name for p in paths]
+
+
+def train(items: list[Item], cfg: TrainConfig, babble: list[np.ndarray],
+          music: list[np.ndarray] | None = None) -> VoiceCloneNet:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = VoiceCloneNet(time_branch=cfg.time_branch)
@@ -411,6 +440,8 @@ def train(items: list[Item], cfg: TrainConfig, babble: list[np.ndarray]) -> Voic
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
                                                 pct_start=0.15)
     sampler = BalancedSampler(items, rng)
+    bed = (augment.MusicBed(music, np.random.default_rng(cfg.seed + MUSIC_STREAM))
+           if music else None)
     model.train()
     t0 = time.time()
     running = []
@@ -418,12 +449,13 @@ def train(items: list[Item], cfg: TrainConfig, babble: list[np.ndarray]) -> Voic
         labels = np.array([i % 2 for i in range(cfg.batch)])
         xs = []
         for lab in labels:
-            it = sampler.draw(int(lab))
-            audio = it.audio
+            audio = bed.alone() if bed is not None and lab == 0 else None
+            if audio is None:
+                audio = sampler.draw(int(lab)).audio
             if rng.random() < cfg.p_speed:
                 audio = augment.speed(audio, rng)
             x = random_crop(audio, rng)
-            xs.append(augment.augment(x, rng, babble, p_clean=cfg.p_clean))
+            xs.append(augment.augment(x, rng, babble, p_clean=cfg.p_clean, music=bed))
         xb = torch.from_numpy(np.stack(xs))
         # target index: 0 = spoof, 1 = bona fide (contract)
         yb = torch.from_numpy(1 - labels).long()
@@ -632,6 +664,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated spoof families to leave out; the shipped "
                          "vc-cnn-1.0.0 was trained with world-vc,lpc-vocoder,phase-vocoder,"
                          "hnm-vocoder left out (they were added to the generator after it)")
+    ap.add_argument("--music", action="store_true",
+                    help=f"augment.MusicBed with the tracks of the Debian package {MUSIC_DEB} "
+                         "(not in 1.0.0; what lets the time branch pass the release gate)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -652,6 +687,11 @@ def main(argv: list[str] | None = None) -> int:
     except MissingFamilyError as exc:
         log(f"error: {exc}")
         return 2
+    try:
+        music, music_names = music_tracks() if args.music else ([], [])
+    except MissingMusicError as exc:
+        log(f"error: {exc}")
+        return 2
     if args.out.resolve() == (MODEL_DIR / "voice_clone.onnx").resolve():
         doc = write_splits(items, args.seed)
     else:  # a candidate: keep the shipped model's splits.json, write ours beside the ONNX
@@ -665,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     babble = [it.audio for it in by_split["train"] if it.label == 0]
     cfg = TrainConfig(steps=args.steps, seed=args.seed, time_branch=args.time_branch)
     t_train = time.time()
-    model = train(by_split["train"], cfg, babble)
+    model = train(by_split["train"], cfg, babble, music)
     train_s = time.time() - t_train
 
     # Calibration: wideband + phone-channel windows of the calibration split.
@@ -733,6 +773,8 @@ def main(argv: list[str] | None = None) -> int:
         "training": {"steps": cfg.steps, "batch": cfg.batch, "lr": cfg.lr,
                      "weight_decay": cfg.weight_decay, "p_clean": cfg.p_clean,
                      "p_speed": cfg.p_speed,
+                     "music_bed": ({"debian_package": MUSIC_DEB, "tracks": music_names}
+                                   if music else None),
                      "train_seconds": round(train_s), "total_seconds":
                      round(time.time() - t_start),
                      "genuine_speakers_by_split": {s: len(v) for s, v

@@ -41,3 +41,28 @@ def test_time_branch_exports_and_ignores_gain(tmp_path):
     path = tmp_path / "vc.onnx"
     tvc.export_onnx(model, path)
     assert tvc.verify_onnx(model, path, windows) < 1e-3
+
+
+def test_music_bed_mixes_music_under_speech_at_0_to_20_db():
+    import augment
+
+    rng = np.random.default_rng(0)
+    track = (0.3 * np.sin(2 * np.pi * 440 * np.arange(48000) / 16000)).astype(np.float32)
+    speech = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    never = augment.MusicBed([track], np.random.default_rng(1), p_mix=0.0, p_alone=0.0)
+    assert never.mix(speech) is None and never.alone() is None
+    always = augment.MusicBed([track], np.random.default_rng(1), p_mix=1.0, p_alone=1.0)
+    for _ in range(20):
+        added = always.mix(speech) - speech
+        snr = 20 * np.log10(augment._rms(speech) / augment._rms(added))
+        assert 0.0 <= snr <= 20.0 + 1e-3
+    alone = always.alone(seconds=2.0)
+    assert alone.shape == (32000,) and 0 < np.abs(alone).max() <= 0.3
+
+
+def test_trainer_music_without_its_package_names_the_fix(monkeypatch, tmp_path):
+    import synth_corpus
+
+    monkeypatch.setattr(synth_corpus, "ensure_deb", lambda pkg, cache, fetch=True: None)
+    with pytest.raises(tvc.MissingMusicError, match="apt-get download lincity-ng-data"):
+        tvc.music_tracks(tmp_path)
