@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -87,6 +86,8 @@ STATE_RANK = {State.LISTENING: 0, State.CLEAR: 1, State.SUSPECT: 2, State.SYNTHE
               State.DISCLOSED_SYNTHETIC: 3}
 SR = 16000
 SHORT = {"8 kHz μ-law": "μ-law 8 kHz", "wideband 16 kHz": "wideband"}
+sys.path.insert(0, str(REPO / "models"))
+import synth_corpus  # noqa: E402
 
 # Release gate: what a candidate model must meet here before it may ship. The
 # clean test split cannot see these failures (two all-families candidates had
@@ -109,24 +110,14 @@ GATE = {
 
 
 def ensure_deb(pkg: str, fetch: bool) -> Path | None:
-    """Folder of the package's audio under .data/cache/src, fetching it if allowed."""
-    target = CACHE / "src" / pkg
-    folder = target / DEBS[pkg]
-    if folder.exists():
-        return folder
-    debs = CACHE / "debs"
-    have = sorted(debs.glob(f"{pkg}_*.deb"))
-    if not have and fetch:
-        debs.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["apt-get", "download", pkg], cwd=debs, check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        have = sorted(debs.glob(f"{pkg}_*.deb"))
-    if not have:
+    """Folder of the package's audio under .data/cache/src, fetching it if allowed
+    (the corpus generator's fetcher, same cache)."""
+    target = synth_corpus.ensure_deb(pkg, CACHE, fetch)
+    if target is None:
         print(f"warning: Debian package {pkg} not available (apt-get download {pkg}); "
               "conditions that need it are skipped", file=sys.stderr)
         return None
-    target.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["dpkg-deb", "-x", str(have[-1]), str(target)], check=True)
+    folder = target / DEBS[pkg]
     return folder if folder.exists() else None
 
 
