@@ -49,6 +49,7 @@ import argparse
 import csv
 import gzip
 import hashlib
+import html
 import math
 import multiprocessing as mp
 import re
@@ -58,6 +59,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.request
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable
@@ -592,6 +594,42 @@ def ensure_deb(pkg: str, cache: Path, fetch: bool = True) -> Path | None:
     return target
 
 
+PYPI_SIMPLE = "https://pypi.org/simple"
+
+
+def download_sdist(req: str, dest: Path) -> Path | None:
+    """Fetch ``name==version``'s source archive through the PEP 503 simple index.
+
+    ``pip download --no-binary`` would also build the sdist's metadata, which needs its
+    build dependencies (pysptk 1.0.1 wants a numpy that no longer builds here); we only
+    want one file out of the archive. The index's sha256 fragment is checked."""
+    name, version = req.split("==")
+    project = re.sub(r"[-_.]+", "-", name).lower()
+    try:
+        with urllib.request.urlopen(f"{PYPI_SIMPLE}/{project}/", timeout=60) as resp:
+            page = resp.read().decode("utf-8", "replace")
+    except OSError as exc:
+        print(f"warning: PyPI index for {project} unreachable ({exc})", file=sys.stderr)
+        return None
+    wanted = re.compile(rf'href="([^"]*/({re.escape(name)}-{re.escape(version)}\.tar\.gz))'
+                        r'#sha256=([0-9a-f]{64})"', re.IGNORECASE)
+    m = wanted.search(page)
+    if m is None:
+        return None
+    url, filename, sha = m.groups()
+    try:
+        with urllib.request.urlopen(html.unescape(url), timeout=120) as resp:
+            data = resp.read()
+    except OSError as exc:
+        print(f"warning: {filename} download failed ({exc})", file=sys.stderr)
+        return None
+    if hashlib.sha256(data).hexdigest() != sha:
+        print(f"warning: {filename}: sha256 does not match the index, discarded", file=sys.stderr)
+        return None
+    (dest / filename).write_bytes(data)
+    return dest / filename
+
+
 def ensure_sources(cache: Path, fetch: bool = True) -> dict:
     cache.mkdir(parents=True, exist_ok=True)
     debs, src, pypi = cache / "debs", cache / "src", cache / "pypi"
@@ -607,10 +645,11 @@ def ensure_sources(cache: Path, fetch: bool = True) -> dict:
         if not dest.exists():
             arcs = [a for a in pypi.iterdir() if a.name.lower().replace("-", "_").startswith(
                 name + "_" + req.split("==")[1])]
-            if not arcs and fetch:
-                flag = ["--no-binary", ":all:"] if kind == "sdist" else ["--only-binary", ":all:"]
-                subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", *flag,
-                                req, "-d", str(pypi)], check=False,
+            if not arcs and fetch and kind == "sdist":
+                download_sdist(req, pypi)
+            elif not arcs and fetch:
+                subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
+                                "--only-binary", ":all:", req, "-d", str(pypi)], check=False,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 arcs = [a for a in pypi.iterdir() if a.name.lower().replace("-", "_").startswith(
                     name + "_" + req.split("==")[1])]

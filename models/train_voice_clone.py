@@ -763,8 +763,11 @@ def main(argv: list[str] | None = None) -> int:
         "trained_families": families,
         "trained_genuine_sources": genuine,
         "provenance": (
-            f"models/train_voice_clone.py --steps {args.steps} --seed {args.seed} "
-            f"(torch {torch.__version__}, {args.threads} threads); data: shared corpus "
+            f"models/train_voice_clone.py --steps {args.steps} --seed {args.seed}"
+            + (" --time-branch" if args.time_branch else "")
+            + (" --music" if args.music else "")
+            + (f" --exclude-families {','.join(sorted(excluded))}" if excluded else "")
+            + f" (torch {torch.__version__}, {args.threads} threads); data: shared corpus "
             f"../shared/data/speech (150 files)"
             + (f" + generated corpus .data/corpus ({sum(it.source == 'corpus' for it in items)}"
                " files, models/synth_corpus.py)" if use_corpus else "")
