@@ -118,11 +118,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--merge", action="store_true",
                     help="keep the other families' entries already in --out (each entry "
-                         "lists the families it was trained on)")
+                         "lists the families it was trained on); refused when --out was "
+                         "made with other steps, seed, branch, music or corpus")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     use_corpus = not args.no_corpus and tvc.corpus_ready()
     fams = [f for f in args.families.split(",") if f] or None
+    kept: dict = {}
+    if args.merge and args.out.exists():
+        old = json.loads(args.out.read_text())
+        recipe = {"steps": args.steps, "seed": args.seed, "time_branch": args.time_branch,
+                  "music_bed": args.music,
+                  "corpus": "shared + generated" if use_corpus else "shared only"}
+        clash = {k: (old.get(k, False), v) for k, v in recipe.items() if old.get(k, False) != v}
+        if clash:  # one table, one recipe: rows of another recipe would read as comparable
+            print(f"error: {args.out} holds rows of another recipe ({clash}, as "
+                  "(file, this run)); write to another --out", file=sys.stderr)
+            return 2
+        kept = old["families"]
     t0 = time.time()
     try:
         doc = run(fams, args.steps, args.seed, use_corpus, args.time_branch, args.music)
@@ -130,10 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     doc["wall_seconds"] = round(time.time() - t0)
-    if args.merge and args.out.exists():
-        kept = json.loads(args.out.read_text())["families"]
-        doc["families"] = {**{f: e for f, e in kept.items() if f not in doc["families"]},
-                           **doc["families"]}
+    doc["families"] = {**{f: e for f, e in kept.items() if f not in doc["families"]},
+                       **doc["families"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     print_table(doc)

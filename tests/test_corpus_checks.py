@@ -84,3 +84,53 @@ def test_trainer_refuses_a_family_with_zero_files(monkeypatch, tmp_path):
     tvc.check_families(items, ["espeak-ng", "piper-joe"])  # complete: no error
     counts = tvc.family_counts(items)
     assert counts[("spoof", "espeak-ng")]["train"] == 1
+
+
+def test_sdist_fetched_from_the_simple_index_with_its_hash_checked(sc, monkeypatch, tmp_path):
+    """pip download would build an sdist's metadata; we take the archive as the index lists it."""
+    import hashlib
+    import http.server
+    import threading
+
+    archive = b"not really a tarball"
+    digest = hashlib.sha256(archive).hexdigest()
+    pages = {"/simple/py-sptk/": (f'<a href="/files/Py_SPTK-1.0.1.tar.gz#sha256={digest}">'
+                                  "Py_SPTK-1.0.1.tar.gz</a>").encode(),
+             "/files/Py_SPTK-1.0.1.tar.gz": archive}
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = pages.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(sc, "PYPI_SIMPLE", f"http://127.0.0.1:{server.server_port}/simple")
+        got = sc.download_sdist("Py_SPTK==1.0.1", tmp_path)
+        assert got == tmp_path / "Py_SPTK-1.0.1.tar.gz" and got.read_bytes() == archive
+        got.unlink()
+        pages["/files/Py_SPTK-1.0.1.tar.gz"] = b"tampered"
+        assert sc.download_sdist("Py_SPTK==1.0.1", tmp_path) is None
+        assert not any(tmp_path.iterdir())  # a bad archive is not kept
+        assert sc.download_sdist("Py_SPTK==9.9", tmp_path) is None  # not on the index
+    finally:
+        server.shutdown()
+
+
+def test_loso_refuses_to_merge_rows_of_another_recipe(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from bench import loso
+
+    table = tmp_path / "loso.json"
+    before = ('{"steps": 400, "seed": 0, "corpus": "shared + generated", '
+              '"families": {"espeak-ng": {}}}')  # written before the recipe flags existed
+    table.write_text(before)
+    rc = loso.main(["--merge", "--out", str(table), "--time-branch", "--families", "flite"])
+    assert rc == 2 and "another recipe" in capsys.readouterr().err
+    assert table.read_text() == before
