@@ -37,6 +37,12 @@ import train_voice_clone as tvc  # noqa: E402
 OUT = REPO / "bench" / "results" / "loso.json"
 
 
+def recipe(steps: int, seed: int, time_branch: bool, music: bool, use_corpus: bool) -> dict:
+    """What a table's rows share; --merge refuses a table whose recipe differs."""
+    return {"steps": steps, "seed": seed, "time_branch": time_branch, "music_bed": music,
+            "corpus": "shared + generated" if use_corpus else "shared only"}
+
+
 def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
         time_branch: bool = False, music: bool = False) -> dict:
     tracks = tvc.music_tracks()[0] if music else []  # fails loudly, before any loading
@@ -88,11 +94,7 @@ def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
                      f"{steps} steps, seed {seed}); EER of all files of that family vs the "
                      "genuine speech of the test split; first 64600 samples per file; "
                      "wideband and 8 kHz μ-law round trip"),
-        "steps": steps,
-        "seed": seed,
-        "time_branch": time_branch,
-        "music_bed": music,
-        "corpus": "shared + generated" if use_corpus else "shared only",
+        **recipe(steps, seed, time_branch, music, use_corpus),
         "families": results,
     }
 
@@ -127,10 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     kept: dict = {}
     if args.merge and args.out.exists():
         old = json.loads(args.out.read_text())
-        recipe = {"steps": args.steps, "seed": args.seed, "time_branch": args.time_branch,
-                  "music_bed": args.music,
-                  "corpus": "shared + generated" if use_corpus else "shared only"}
-        clash = {k: (old.get(k, False), v) for k, v in recipe.items() if old.get(k, False) != v}
+        ours = recipe(args.steps, args.seed, args.time_branch, args.music, use_corpus)
+        clash = {k: (old.get(k, False), v) for k, v in ours.items() if old.get(k, False) != v}
         if clash:  # one table, one recipe: rows of another recipe would read as comparable
             print(f"error: {args.out} holds rows of another recipe ({clash}, as "
                   "(file, this run)); write to another --out", file=sys.stderr)

