@@ -37,14 +37,16 @@ import train_voice_clone as tvc  # noqa: E402
 OUT = REPO / "bench" / "results" / "loso.json"
 
 
-def recipe(steps: int, seed: int, time_branch: bool, music: bool, use_corpus: bool) -> dict:
+def recipe(steps: int, seed: int, time_branch: bool, music: bool, use_corpus: bool,
+           paired: float = 0.0) -> dict:
     """What a table's rows share; --merge refuses a table whose recipe differs."""
     return {"steps": steps, "seed": seed, "time_branch": time_branch, "music_bed": music,
+            "paired": paired,  # tables made before pairing lack it: read as False == 0.0
             "corpus": "shared + generated" if use_corpus else "shared only"}
 
 
 def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
-        time_branch: bool = False, music: bool = False) -> dict:
+        time_branch: bool = False, music: bool = False, paired: float = 0.0) -> dict:
     tracks = tvc.music_tracks()[0] if music else []  # fails loudly, before any loading
     items = tvc.gather(use_corpus, seed)
     tvc.log_family_counts(items)
@@ -70,7 +72,9 @@ def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
         tvc.log(f"LOSO {fam}: train {len(train)} files without it, "
                 f"evaluate {len(held)} held-out files vs {len(genuine_test)} genuine")
         model = tvc.train(train, tvc.TrainConfig(steps=steps, seed=seed, log_every=100,
-                                                 time_branch=time_branch), babble, tracks)
+                                                 time_branch=time_branch,
+                                                 paired=paired),
+                          babble, tracks)
         entry: dict = {"n_spoof": len(held), "n_bonafide": len(genuine_test),
                        "trained_on": sorted({it.family for it in train if it.label == 1})}
         for ch in ("wideband", "mulaw8k"):
@@ -94,7 +98,7 @@ def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
                      f"{steps} steps, seed {seed}); EER of all files of that family vs the "
                      "genuine speech of the test split; first 64600 samples per file; "
                      "wideband and 8 kHz μ-law round trip"),
-        **recipe(steps, seed, time_branch, music, use_corpus),
+        **recipe(steps, seed, time_branch, music, use_corpus, paired),
         "families": results,
     }
 
@@ -117,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="retrain with VoiceCloneNet's time-domain branch")
     ap.add_argument("--music", action="store_true",
                     help="train with the trainer's music bed (augment.MusicBed)")
+    ap.add_argument("--paired", type=float, default=0.0,
+                    help="P(a resynthesised spoof is paired with its own genuine source)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--merge", action="store_true",
                     help="keep the other families' entries already in --out (each entry "
@@ -129,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     kept: dict = {}
     if args.merge and args.out.exists():
         old = json.loads(args.out.read_text())
-        ours = recipe(args.steps, args.seed, args.time_branch, args.music, use_corpus)
+        ours = recipe(args.steps, args.seed, args.time_branch, args.music, use_corpus,
+                      args.paired)
         clash = {k: (old.get(k, False), v) for k, v in ours.items() if old.get(k, False) != v}
         if clash:  # one table, one recipe: rows of another recipe would read as comparable
             print(f"error: {args.out} holds rows of another recipe ({clash}, as "
@@ -138,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         kept = old["families"]
     t0 = time.time()
     try:
-        doc = run(fams, args.steps, args.seed, use_corpus, args.time_branch, args.music)
+        doc = run(fams, args.steps, args.seed, use_corpus, args.time_branch, args.music,
+                  args.paired)
     except (tvc.MissingFamilyError, tvc.MissingMusicError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -401,6 +401,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 50
     time_branch: bool = False  # VoiceCloneNet's 1 ms sub-band envelope branch
+    paired: float = 0.0  # P(a resynthesised spoof's genuine partner is its own source)
 
 
 # Music for augment.MusicBed: a Debian package the failure-mode bench does not use
@@ -431,6 +432,23 @@ def music_tracks(cache: Path = REPO / ".data" / "cache") -> tuple[list[np.ndarra
     return tracks, [p.name for p in paths]
 
 
+def resynthesis_sources(items: list[Item]) -> dict[str, Item]:
+    """Spoof key -> the genuine item (same split) it was resynthesised from.
+
+    The vocoder families resynthesise genuine recordings, and their files keep the
+    source's name ("world-vc/1688-142285-0000_v0" from "librispeech/1688-142285-0000_c0",
+    "world-vc/allison_en_x" from "asterisk/allison_en_x")."""
+    def stem(it: Item) -> str:
+        return re.sub(r"_[vc]\d+$", "", it.path.stem)
+
+    genuine: dict[tuple[str, str], Item] = {}
+    for it in items:
+        if it.label == 0:
+            genuine.setdefault((stem(it), it.split), it)
+    return {it.key: genuine[(stem(it), it.split)] for it in items
+            if it.label == 1 and (stem(it), it.split) in genuine}
+
+
 def train(items: list[Item], cfg: TrainConfig, babble: list[np.ndarray],
           music: list[np.ndarray] | None = None) -> VoiceCloneNet:
     torch.manual_seed(cfg.seed)
@@ -442,20 +460,38 @@ def train(items: list[Item], cfg: TrainConfig, babble: list[np.ndarray],
     sampler = BalancedSampler(items, rng)
     bed = (augment.MusicBed(music, np.random.default_rng(cfg.seed + MUSIC_STREAM))
            if music else None)
+    sources = resynthesis_sources(items) if cfg.paired > 0 else {}
     model.train()
     t0 = time.time()
     running = []
+
+    def view(audio: np.ndarray, r: np.random.Generator) -> np.ndarray:
+        if r.random() < cfg.p_speed:
+            audio = augment.speed(audio, r)
+        return augment.augment(random_crop(audio, r), r, babble, p_clean=cfg.p_clean, music=bed)
+
+    def genuine() -> np.ndarray:
+        audio = bed.alone() if bed is not None else None
+        return sampler.draw(0).audio if audio is None else audio
+
     for step in range(1, cfg.steps + 1):
         labels = np.array([i % 2 for i in range(cfg.batch)])
         xs = []
-        for lab in labels:
-            audio = bed.alone() if bed is not None and lab == 0 else None
-            if audio is None:
-                audio = sampler.draw(int(lab)).audio
-            if rng.random() < cfg.p_speed:
-                audio = augment.speed(audio, rng)
-            x = random_crop(audio, rng)
-            xs.append(augment.augment(x, rng, babble, p_clean=cfg.p_clean, music=bed))
+        for _ in range(cfg.batch // 2):
+            if not sources:
+                xs.append(view(genuine(), rng))
+                xs.append(view(sampler.draw(1).audio, rng))
+                continue
+            spoof = sampler.draw(1)
+            source = sources.get(spoof.key)
+            if source is not None and rng.random() < cfg.paired:
+                # the recording it was resynthesised from, cropped and degraded alike
+                seed = int(rng.integers(2**32))
+                xs.append(view(source.audio, np.random.default_rng(seed)))
+                xs.append(view(spoof.audio, np.random.default_rng(seed)))
+            else:
+                xs.append(view(genuine(), rng))
+                xs.append(view(spoof.audio, rng))
         xb = torch.from_numpy(np.stack(xs))
         # target index: 0 = spoof, 1 = bona fide (contract)
         yb = torch.from_numpy(1 - labels).long()
@@ -667,6 +703,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--music", action="store_true",
                     help=f"augment.MusicBed with the tracks of the Debian package {MUSIC_DEB} "
                          "(not in 1.0.0; what lets the time branch pass the release gate)")
+    ap.add_argument("--paired", type=float, default=0.0,
+                    help="probability that a resynthesised spoof's genuine partner in the "
+                         "batch is its own source recording, with the same crop and "
+                         "degradations (see resynthesis_sources)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -703,7 +743,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{s}: {len(by_split[s])} files {dict(sorted(c.items()))}")
 
     babble = [it.audio for it in by_split["train"] if it.label == 0]
-    cfg = TrainConfig(steps=args.steps, seed=args.seed, time_branch=args.time_branch)
+    cfg = TrainConfig(steps=args.steps, seed=args.seed, time_branch=args.time_branch,
+                      paired=args.paired)
     t_train = time.time()
     model = train(by_split["train"], cfg, babble, music)
     train_s = time.time() - t_train

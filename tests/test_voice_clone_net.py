@@ -66,3 +66,23 @@ def test_trainer_music_without_its_package_names_the_fix(monkeypatch, tmp_path):
     monkeypatch.setattr(synth_corpus, "ensure_deb", lambda pkg, cache, fetch=True: None)
     with pytest.raises(tvc.MissingMusicError, match="apt-get download lincity-ng-data"):
         tvc.music_tracks(tmp_path)
+
+
+def test_resynthesised_spoofs_find_their_own_source_in_the_same_split():
+    from pathlib import Path
+
+    def item(rel, label, split):
+        fam = rel.split("/")[0]
+        return tvc.Item(key=f"corpus/{rel}", path=Path(rel), label=label, family=fam,
+                        speaker="s", text="", source="corpus", split=split)
+
+    gen_libri = item("librispeech/1688-142285-0000_c0.flac", 0, "train")
+    gen_prompt = item("asterisk/allison_en_agent-incorrect.flac", 0, "train")
+    items = [gen_libri, gen_prompt,
+             item("world-vc/1688-142285-0000_v1.flac", 1, "train"),
+             item("hnm-vocoder/allison_en_agent-incorrect.flac", 1, "train"),
+             item("world-vc/allison_en_agent-incorrect.flac", 1, "test"),  # other split
+             item("piper-joe/0001.flac", 1, "train")]  # TTS: no source recording
+    pairs = tvc.resynthesis_sources(items)
+    assert pairs == {"corpus/world-vc/1688-142285-0000_v1.flac": gen_libri,
+                     "corpus/hnm-vocoder/allison_en_agent-incorrect.flac": gen_prompt}
