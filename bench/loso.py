@@ -15,12 +15,15 @@ Run from the repository root (needs the dev extra, ~3-4 min per family on
 
     nice -n 5 .venv/bin/python -m bench.loso [--steps 400] [--families a,b]
 
-Writes bench/results/loso.json and prints a table.
+Writes bench/results/loso.json and prints a table; ``--scores FILE`` also
+writes every scored file's spoof margin (one CSV row per file and channel),
+for reading which sources a row misses.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -46,7 +49,8 @@ def recipe(steps: int, seed: int, time_branch: bool, music: bool, use_corpus: bo
 
 
 def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
-        time_branch: bool = False, music: bool = False, paired: float = 0.0) -> dict:
+        time_branch: bool = False, music: bool = False, paired: float = 0.0,
+        scores: Path | None = None) -> dict:
     tracks = tvc.music_tracks()[0] if music else []  # fails loudly, before any loading
     items = tvc.gather(use_corpus, seed)
     tvc.log_family_counts(items)
@@ -62,6 +66,7 @@ def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
     # table; EERs without them stay comparable with it.
     core = np.array([it.family not in tvc.EVALUATION_ONLY_GENUINE for it in genuine_test])
     results: dict = {}
+    rows: list[tuple] = []  # per-file margins for --scores
     for fam in families:
         t0 = time.time()
         held = [it for it in items if it.label == 1 and it.family == fam]
@@ -81,6 +86,8 @@ def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
             m_gen = tvc.margins(model, wins[ch])
             m_spf = tvc.margins(model, tvc.channel_windows(held, ch))
             m = np.concatenate([m_gen, m_spf])
+            rows += [(fam, ch, it.key, it.label, it.family, f"{v:.4f}")
+                     for it, v in zip(genuine_test + held, m, strict=True)]
             y = np.r_[np.zeros(len(m_gen)), np.ones(len(m_spf))].astype(int)
             entry[f"eer_pct_{ch}"] = round(100 * tvc.eer(m, y), 2)
             keep = np.r_[core, np.ones(len(m_spf), dtype=bool)]
@@ -93,6 +100,11 @@ def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
         results[fam] = entry
         tvc.log(f"LOSO {fam}: EER wideband {entry['eer_pct_wideband']} %, "
                 f"μ-law {entry['eer_pct_mulaw8k']} % ({entry['seconds']} s)")
+    if scores is not None:
+        with scores.open("w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["held_out", "channel", "key", "label", "family", "margin"])
+            out.writerows(rows)
     return {
         "protocol": ("retrain without one spoof family (models/train_voice_clone.py recipe, "
                      f"{steps} steps, seed {seed}); EER of all files of that family vs the "
@@ -124,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paired", type=float, default=0.0,
                     help="P(a resynthesised spoof is paired with its own genuine source)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--scores", type=Path, default=None,
+                    help="also write every scored file's spoof margin to this CSV "
+                         "(error analysis: which sources and files a row misses)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other families' entries already in --out (each entry "
                          "lists the families it was trained on); refused when --out was "
@@ -146,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     try:
         doc = run(fams, args.steps, args.seed, use_corpus, args.time_branch, args.music,
-                  args.paired)
+                  args.paired, args.scores)
     except (tvc.MissingFamilyError, tvc.MissingMusicError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
