@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -35,6 +36,9 @@ pytestmark = [
                                              "(apt-get install redis-server; .ci/run does)"),
     pytest.mark.skipif(not SPEECH.exists(), reason="shared speech corpus missing"),
 ]
+
+
+SERVING = re.compile(r"streamguard serving: http://[^\s:]+:(\d+)")
 
 
 def free_port() -> int:
@@ -74,21 +78,27 @@ class RedisServer:
 
 
 class Node:
-    """``streamguard serve`` in its own process, events read from its stdout."""
+    """``streamguard serve`` in its own process, events read from its stdout.
+
+    It binds port 0 and the test reads the bound port from its startup log line:
+    a port picked here and bound later can be taken in between by one of the
+    many outbound connections the suite opens.
+    """
 
     def __init__(self, name: str, redis_port: int, model: Path, data_dir: Path) -> None:
         self.name = name
-        self.port = free_port()
+        self.port = 0
         self.records: list[dict] = []
+        self.log: list[str] = []
         env = {**os.environ, "STREAMGUARD_DATA_DIR": str(data_dir)}
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from gateway.cli import main; raise SystemExit(main())",
-             "serve", "--port", str(self.port), "--audiosocket-port", str(free_port()),
+             "serve", "--port", "0", "--audiosocket-port", "0",
              "--events-json", "--no-audit", "--model", str(model),
              "--fleet", f"redis://127.0.0.1:{redis_port}/0"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for target in (self._read, self._read_log):
+            threading.Thread(target=target, daemon=True).start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -96,17 +106,29 @@ class Node:
             with contextlib.suppress(ValueError):
                 self.records.append(json.loads(line))
 
+    def _read_log(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self.log.append(line)
+            if bound := SERVING.search(line):
+                self.port = int(bound[1])
+
+    def failure(self, what: str) -> str:
+        return f"{self.name} {what}; its log:\n" + "\n".join(self.log[-30:])
+
     async def ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient() as client:
             while True:
-                try:
-                    if (await client.get(f"http://127.0.0.1:{self.port}/readyz")).is_success:
-                        return
-                except httpx.TransportError:
-                    pass
-                assert self.proc.poll() is None, f"{self.name} exited"
-                assert time.monotonic() < deadline, f"{self.name} not ready"
+                if self.port:
+                    with contextlib.suppress(httpx.TransportError):
+                        url = f"http://127.0.0.1:{self.port}/readyz"
+                        if (await client.get(url)).is_success:
+                            return
+                assert self.proc.poll() is None, self.failure(
+                    f"exited with status {self.proc.returncode}")
+                assert time.monotonic() < deadline, self.failure("not ready")
                 await asyncio.sleep(0.1)
 
     async def metrics(self) -> dict[str, float]:
