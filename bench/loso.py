@@ -41,18 +41,21 @@ OUT = REPO / "bench" / "results" / "loso.json"
 
 
 def recipe(steps: int, seed: int, time_branch: bool, music: bool, use_corpus: bool,
-           paired: float = 0.0) -> dict:
+           paired: float = 0.0, split_seed: int | None = None) -> dict:
     """What a table's rows share; --merge refuses a table whose recipe differs."""
-    return {"steps": steps, "seed": seed, "time_branch": time_branch, "music_bed": music,
-            "paired": paired,  # tables made before pairing lack it: read as False == 0.0
-            "corpus": "shared + generated" if use_corpus else "shared only"}
+    doc = {"steps": steps, "seed": seed, "time_branch": time_branch, "music_bed": music,
+           "paired": paired,  # tables made before pairing lack it: read as False == 0.0
+           "corpus": "shared + generated" if use_corpus else "shared only"}
+    if split_seed is not None and split_seed != seed:  # older tables split by the seed
+        doc["split_seed"] = split_seed
+    return doc
 
 
 def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
         time_branch: bool = False, music: bool = False, paired: float = 0.0,
-        scores: Path | None = None) -> dict:
+        scores: Path | None = None, split_seed: int | None = None) -> dict:
     tracks = tvc.music_tracks()[0] if music else []  # fails loudly, before any loading
-    items = tvc.gather(use_corpus, seed)
+    items = tvc.gather(use_corpus, seed if split_seed is None else split_seed)
     tvc.log_family_counts(items)
     tvc.check_families(items, tvc.expected_spoof_families(use_corpus))  # fails loudly
     items = tvc.load_all(items)
@@ -110,7 +113,7 @@ def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
                      f"{steps} steps, seed {seed}); EER of all files of that family vs the "
                      "genuine speech of the test split; first 64600 samples per file; "
                      "wideband and 8 kHz μ-law round trip"),
-        **recipe(steps, seed, time_branch, music, use_corpus, paired),
+        **recipe(steps, seed, time_branch, music, use_corpus, paired, split_seed),
         "families": results,
     }
 
@@ -126,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="leave-one-source-out EER")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split-seed", type=int, default=None,
+                    help="seed of the speaker/sentence split (default: --seed); fixing it "
+                         "while --seed varies keeps the genuine test files the same, so "
+                         "rows of several training seeds can be compared file by file")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--families", default="", help="comma-separated subset")
     ap.add_argument("--no-corpus", action="store_true")
@@ -151,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge and args.out.exists():
         old = json.loads(args.out.read_text())
         ours = recipe(args.steps, args.seed, args.time_branch, args.music, use_corpus,
-                      args.paired)
+                      args.paired, args.split_seed)
         clash = {k: (old.get(k, False), v) for k, v in ours.items() if old.get(k, False) != v}
         if clash:  # one table, one recipe: rows of another recipe would read as comparable
             print(f"error: {args.out} holds rows of another recipe ({clash}, as "
@@ -161,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     try:
         doc = run(fams, args.steps, args.seed, use_corpus, args.time_branch, args.music,
-                  args.paired, args.scores)
+                  args.paired, args.scores, args.split_seed)
     except (tvc.MissingFamilyError, tvc.MissingMusicError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
