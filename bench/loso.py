@@ -17,7 +17,10 @@ Run from the repository root (needs the dev extra, ~3-4 min per family on
 
 Writes bench/results/loso.json and prints a table; ``--scores FILE`` also
 writes every scored file's spoof margin (one CSV row per file and channel),
-for reading which sources a row misses.
+for reading which sources a row misses. ``--seeds 0,1,2`` trains one model
+per seed for each held-out family and scores their mean margin (an ensemble,
+with each member's EER beside it); ``--split-seed`` keeps the genuine test
+files fixed while the training seed varies.
 """
 
 from __future__ import annotations
@@ -40,22 +43,23 @@ import train_voice_clone as tvc  # noqa: E402
 OUT = REPO / "bench" / "results" / "loso.json"
 
 
-def recipe(steps: int, seed: int, time_branch: bool, music: bool, use_corpus: bool,
+def recipe(steps: int, seeds: list[int], time_branch: bool, music: bool, use_corpus: bool,
            paired: float = 0.0, split_seed: int | None = None) -> dict:
     """What a table's rows share; --merge refuses a table whose recipe differs."""
+    seed: int | list[int] = seeds[0] if len(seeds) == 1 else seeds  # a list: an ensemble
     doc = {"steps": steps, "seed": seed, "time_branch": time_branch, "music_bed": music,
            "paired": paired,  # tables made before pairing lack it: read as False == 0.0
            "corpus": "shared + generated" if use_corpus else "shared only"}
-    if split_seed is not None and split_seed != seed:  # older tables split by the seed
+    if split_seed is not None and split_seed != seeds[0]:  # older tables split by the seed
         doc["split_seed"] = split_seed
     return doc
 
 
-def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
+def run(families: list[str] | None, steps: int, seeds: list[int], use_corpus: bool,
         time_branch: bool = False, music: bool = False, paired: float = 0.0,
         scores: Path | None = None, split_seed: int | None = None) -> dict:
     tracks = tvc.music_tracks()[0] if music else []  # fails loudly, before any loading
-    items = tvc.gather(use_corpus, seed if split_seed is None else split_seed)
+    items = tvc.gather(use_corpus, seeds[0] if split_seed is None else split_seed)
     tvc.log_family_counts(items)
     tvc.check_families(items, tvc.expected_spoof_families(use_corpus))  # fails loudly
     items = tvc.load_all(items)
@@ -79,26 +83,32 @@ def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
             continue
         tvc.log(f"LOSO {fam}: train {len(train)} files without it, "
                 f"evaluate {len(held)} held-out files vs {len(genuine_test)} genuine")
-        model = tvc.train(train, tvc.TrainConfig(steps=steps, seed=seed, log_every=100,
-                                                 time_branch=time_branch,
-                                                 paired=paired),
-                          babble, tracks)
+        per_seed = {ch: [] for ch in ("wideband", "mulaw8k")}
+        for seed in seeds:
+            model = tvc.train(train, tvc.TrainConfig(steps=steps, seed=seed, log_every=100,
+                                                     time_branch=time_branch,
+                                                     paired=paired),
+                              babble, tracks)
+            for ch, ms in per_seed.items():
+                ms.append(np.concatenate([tvc.margins(model, wins[ch]),
+                                          tvc.margins(model, tvc.channel_windows(held, ch))]))
         entry: dict = {"n_spoof": len(held), "n_bonafide": len(genuine_test),
                        "trained_on": sorted({it.family for it in train if it.label == 1})}
-        for ch in ("wideband", "mulaw8k"):
-            m_gen = tvc.margins(model, wins[ch])
-            m_spf = tvc.margins(model, tvc.channel_windows(held, ch))
-            m = np.concatenate([m_gen, m_spf])
+        y = np.r_[np.zeros(len(genuine_test)), np.ones(len(held))].astype(int)
+        keep = np.r_[core, np.ones(len(held), dtype=bool)]
+        for ch, ms in per_seed.items():
+            m = np.mean(ms, axis=0)  # the ensemble's margin: mean logit difference
             rows += [(fam, ch, it.key, it.label, it.family, f"{v:.4f}")
                      for it, v in zip(genuine_test + held, m, strict=True)]
-            y = np.r_[np.zeros(len(m_gen)), np.ones(len(m_spf))].astype(int)
             entry[f"eer_pct_{ch}"] = round(100 * tvc.eer(m, y), 2)
-            keep = np.r_[core, np.ones(len(m_spf), dtype=bool)]
             entry[f"eer_pct_{ch}_without_evaluation_only_genuine"] = round(
                 100 * tvc.eer(m[keep], y[keep]), 2)
             # Fraction of held-out spoofs scored above the median genuine margin.
             entry[f"spoof_above_genuine_median_pct_{ch}"] = round(
-                100 * float((m_spf > np.median(m_gen)).mean()), 1)
+                100 * float((m[y == 1] > np.median(m[y == 0])).mean()), 1)
+            if len(seeds) > 1:
+                entry[f"eer_pct_{ch}_per_seed"] = [round(100 * tvc.eer(one, y), 2)
+                                                   for one in ms]
         entry["seconds"] = round(time.time() - t0)
         results[fam] = entry
         tvc.log(f"LOSO {fam}: EER wideband {entry['eer_pct_wideband']} %, "
@@ -110,10 +120,10 @@ def run(families: list[str] | None, steps: int, seed: int, use_corpus: bool,
             out.writerows(rows)
     return {
         "protocol": ("retrain without one spoof family (models/train_voice_clone.py recipe, "
-                     f"{steps} steps, seed {seed}); EER of all files of that family vs the "
+                     f"{steps} steps, seeds {seeds}); EER of all files of that family vs the "
                      "genuine speech of the test split; first 64600 samples per file; "
                      "wideband and 8 kHz μ-law round trip"),
-        **recipe(steps, seed, time_branch, music, use_corpus, paired, split_seed),
+        **recipe(steps, seeds, time_branch, music, use_corpus, paired, split_seed),
         "families": results,
     }
 
@@ -129,10 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="leave-one-source-out EER")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="",
+                    help="comma-separated training seeds: one model per seed and held-out "
+                         "family, scored by their mean margin (an ensemble); overrides --seed")
     ap.add_argument("--split-seed", type=int, default=None,
-                    help="seed of the speaker/sentence split (default: --seed); fixing it "
-                         "while --seed varies keeps the genuine test files the same, so "
-                         "rows of several training seeds can be compared file by file")
+                    help="seed of the speaker/sentence split (default: the first training "
+                         "seed); fixing it while --seed varies keeps the genuine test files "
+                         "the same, so rows of several seeds can be compared file by file")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--families", default="", help="comma-separated subset")
     ap.add_argument("--no-corpus", action="store_true")
@@ -154,10 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     use_corpus = not args.no_corpus and tvc.corpus_ready()
     fams = [f for f in args.families.split(",") if f] or None
+    seeds = [int(x) for x in args.seeds.split(",") if x] or [args.seed]
     kept: dict = {}
     if args.merge and args.out.exists():
         old = json.loads(args.out.read_text())
-        ours = recipe(args.steps, args.seed, args.time_branch, args.music, use_corpus,
+        ours = recipe(args.steps, seeds, args.time_branch, args.music, use_corpus,
                       args.paired, args.split_seed)
         clash = {k: (old.get(k, False), v) for k, v in ours.items() if old.get(k, False) != v}
         if clash:  # one table, one recipe: rows of another recipe would read as comparable
@@ -167,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         kept = old["families"]
     t0 = time.time()
     try:
-        doc = run(fams, args.steps, args.seed, use_corpus, args.time_branch, args.music,
+        doc = run(fams, args.steps, seeds, use_corpus, args.time_branch, args.music,
                   args.paired, args.scores, args.split_seed)
     except (tvc.MissingFamilyError, tvc.MissingMusicError) as exc:
         print(f"error: {exc}", file=sys.stderr)

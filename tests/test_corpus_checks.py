@@ -123,7 +123,12 @@ def test_sdist_fetched_from_the_simple_index_with_its_hash_checked(sc, monkeypat
         server.shutdown()
 
 
-def test_loso_refuses_to_merge_rows_of_another_recipe(tmp_path, capsys):
+@pytest.mark.parametrize("other", [
+    ["--time-branch"],
+    ["--seeds", "0,1,2"],  # an ensemble's rows are not one seed's
+    ["--split-seed", "1"],  # other genuine test files
+])
+def test_loso_refuses_to_merge_rows_of_another_recipe(tmp_path, capsys, other):
     pytest.importorskip("torch")
     from bench import loso
 
@@ -131,6 +136,6 @@ def test_loso_refuses_to_merge_rows_of_another_recipe(tmp_path, capsys):
     before = ('{"steps": 400, "seed": 0, "corpus": "shared + generated", '
               '"families": {"espeak-ng": {}}}')  # written before the recipe flags existed
     table.write_text(before)
-    rc = loso.main(["--merge", "--out", str(table), "--time-branch", "--families", "flite"])
+    rc = loso.main(["--merge", "--out", str(table), *other, "--families", "flite"])
     assert rc == 2 and "another recipe" in capsys.readouterr().err
     assert table.read_text() == before
