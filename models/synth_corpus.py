@@ -28,8 +28,9 @@ Asterisk prompts so that genuine and synthetic voices say the same things):
   espeak-ng, flite, festival-hts, festival-diphone, piper-joe (TTS), and
   resyntheses of genuine speech: griffinlim (magnitude-STFT Griffin-Lim),
   world-vc (WORLD vocoder with voice-conversion edits), lpc-vocoder,
-  phase-vocoder (pitch shift, as voice changers do it) and hnm-vocoder
-  (harmonic plus noise).
+  phase-vocoder (pitch shift, as voice changers do it), hnm-vocoder
+  (harmonic plus noise) and channel-vocoder (band envelopes on a glottal
+  pulse train).
 
 Every generated/processed file gets the same treatment whatever its class:
 resample to 16 kHz (scipy.signal.resample_poly), leading/trailing silence
@@ -50,6 +51,7 @@ import csv
 import gzip
 import hashlib
 import html
+import itertools
 import math
 import multiprocessing as mp
 import re
@@ -557,6 +559,7 @@ ENGINE_CHECKS = {  # job -> check; each raises MissingEngineError with the insta
     "lpc-vocoder": lambda: _check_pyworld_resynthesis("lpc-vocoder"),
     "phase-vocoder": lambda: _check_genuine_sources("phase-vocoder"),
     "hnm-vocoder": lambda: _check_pyworld_resynthesis("hnm-vocoder"),
+    "channel-vocoder": lambda: _check_pyworld_resynthesis("channel-vocoder"),
 }
 
 
@@ -915,11 +918,12 @@ def build_tasks(job: str, seed: int, src: dict) -> list[dict]:
 
 _DUR = {}
 RESYNTHESIS_KINDS = {"griffinlim": "gl", "world-vc": "world", "lpc-vocoder": "lpc",
-                     "phase-vocoder": "pvoc", "hnm-vocoder": "hnm"}
+                     "phase-vocoder": "pvoc", "hnm-vocoder": "hnm",
+                     "channel-vocoder": "channel"}
 # Families added after models/splits.json was written resynthesise the Asterisk
 # prompts Griffin-Lim drew, so they bring no new sentence and leave every
 # existing file's split where it was.
-SAME_PROMPTS_AS_GRIFFINLIM = ("phase-vocoder", "hnm-vocoder")
+SAME_PROMPTS_AS_GRIFFINLIM = ("phase-vocoder", "hnm-vocoder", "channel-vocoder")
 
 
 def sf_dur(f: Path) -> float:
@@ -1258,6 +1262,58 @@ def harmonic_plus_noise(x: np.ndarray, f0: np.ndarray, mvf: float, lifter: int,
     return harm[:n] + noise[:n]
 
 
+def channel_resynth(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Channel-vocoder resynthesis (Dudley's voice coder) with random settings:
+    16-32 log-spaced bands from 80 Hz to 7.6 kHz, band envelopes followed at
+    20-50 Hz, F0 x 0.85-1.2 (60 %), voiced bands above 2.5-6 kHz noise-excited."""
+    x, f0, _ = _world_analyse(x, 1000.0 * HNM_HOP / SR)
+    if rng.random() < 0.6:
+        f0 = f0 * rng.uniform(0.85, 1.2)
+    f0_s = np.interp(np.arange(len(x)) / HNM_HOP, np.arange(len(f0)), f0)
+    f0_s[np.repeat(f0 <= 0, HNM_HOP)[: len(x)]] = 0.0  # no glide into unvoiced frames
+    return channel_vocoder(x, f0_s, bands=int(rng.integers(16, 33)),
+                           follow_hz=rng.uniform(20.0, 50.0),
+                           noise_above=rng.uniform(2500.0, 6000.0),
+                           open_quotient=rng.uniform(0.4, 0.7), rng=rng)
+
+
+def channel_vocoder(x: np.ndarray, f0_s: np.ndarray, bands: int, follow_hz: float,
+                    noise_above: float, open_quotient: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """A channel vocoder, unlike the corpus's other vocoders in every part: no
+    all-pole or cepstral envelope (band-pass filterbank energies instead), no
+    impulses or sinusoids (a Rosenberg glottal pulse train, differentiated for
+    lip radiation), no frame-wise overlap-add.
+
+    ``f0_s`` holds one F0 per sample (0 = unvoiced). Each band of the speech
+    gives an envelope (full-wave rectified, low-passed at ``follow_hz``); the
+    same band of the excitation (pulses where voiced, noise elsewhere, each
+    scaled to unit power in the band) carries it; the bands are summed."""
+    edges = np.geomspace(80.0, 7600.0, bands + 1)
+    follow = signal.butter(2, follow_hz, fs=SR, output="sos")
+    phase = np.cumsum(f0_s / SR) % 1.0
+    rise = 0.5 - 0.5 * np.cos(np.pi * phase / (open_quotient * 0.7))
+    fall = np.cos(0.5 * np.pi * (phase - open_quotient * 0.7) / (open_quotient * 0.3))
+    flow = np.where(phase < open_quotient * 0.7, rise,
+                    np.where(phase < open_quotient, fall, 0.0))
+    voiced = f0_s > 0
+    pulses = np.diff(np.where(voiced, flow, 0.0), prepend=0.0)
+    noise = rng.standard_normal(len(x))
+
+    def unit(y: np.ndarray, where: np.ndarray) -> np.ndarray:
+        return y / (np.sqrt(np.mean(y[where] ** 2)) + 1e-12) if where.any() else y
+
+    y = np.zeros(len(x))
+    for lo, hi in itertools.pairwise(edges):
+        sos = signal.butter(3, [lo, hi], btype="band", fs=SR, output="sos")
+        band_noise = unit(signal.sosfilt(sos, noise), np.ones(len(x), dtype=bool))
+        carrier = band_noise if lo >= noise_above else np.where(
+            voiced, unit(signal.sosfilt(sos, pulses), voiced), band_noise)
+        env = np.maximum(signal.sosfiltfilt(follow, np.abs(signal.sosfilt(sos, x))), 0.0)
+        y += signal.sosfilt(sos, carrier * env)
+    return y
+
+
 def mel_filterbank(n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float = 8000.0) -> np.ndarray:
     def hz2mel(f):
         return 2595 * np.log10(1 + f / 700)
@@ -1311,6 +1367,8 @@ def run_task(args) -> list[dict]:
                 y = phase_vocoder_shift(p, rng)
             elif t["kind"] == "hnm":
                 y = hnm_resynth(p, rng)
+            elif t["kind"] == "channel":
+                y = channel_resynth(p, rng)
             else:
                 y = lpc_resynth(p, rng)
             return [dict(row, path=write(out, f"{t['stem']}.flac", finalize(y, rng)))]
@@ -1336,7 +1394,7 @@ def run_task(args) -> list[dict]:
 GENUINE_JOBS = ["shared", "librispeech", "asterisk", "klettres", "ktuberling", "alsa",
                 "pypi_samples"]
 SPOOF_JOBS = ["espeak-ng", "flite", "festival-hts", "festival-diphone", "piper-joe", "griffinlim",
-              "world-vc", "lpc-vocoder", "phase-vocoder", "hnm-vocoder"]
+              "world-vc", "lpc-vocoder", "phase-vocoder", "hnm-vocoder", "channel-vocoder"]
 JOBS = GENUINE_JOBS + SPOOF_JOBS
 
 

@@ -700,7 +700,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exclude-families", default="",
                     help="comma-separated spoof families to leave out; the shipped "
                          "vc-cnn-1.0.0 was trained with world-vc,lpc-vocoder,phase-vocoder,"
-                         "hnm-vocoder left out (they were added to the generator after it)")
+                         "hnm-vocoder left out (they were added to the generator after it, "
+                         "as was channel-vocoder: leave it out too to retrain 1.0.0)")
     ap.add_argument("--music", action="store_true",
                     help=f"augment.MusicBed with the tracks of the Debian package {MUSIC_DEB} "
                          "(not in 1.0.0; what lets the time branch pass the release gate)")

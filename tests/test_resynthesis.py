@@ -3,7 +3,8 @@
 A phase-vocoder "voice changer" must move the pitch by the requested factor
 and keep the duration; the harmonic-plus-noise vocoder must put harmonics of
 the F0 it is given below the maximum voiced frequency and noise above it,
-at the level of the input. Pure numpy / scipy: no pyworld, no corpus.
+at the level of the input; the channel vocoder must voice the F0 it is given
+with the band levels of its input. Pure numpy / scipy: no pyworld, no corpus.
 """
 
 from __future__ import annotations
@@ -83,3 +84,27 @@ def test_unvoiced_frames_are_noise_only(sc):
     assert abs(level) < 3.0
     spec = np.abs(np.fft.rfft(y))
     assert spec.max() < 20 * np.median(spec)  # flat-ish: no harmonic lines
+
+
+def test_channel_vocoder_voices_the_given_f0_with_the_input_band_levels(sc):
+    rng = np.random.default_rng(2)
+    x = harmonic_tone(200.0, top=3000.0) + 0.003 * rng.standard_normal(int(1.5 * SR))
+    f0_s = np.full(len(x), 130.0)  # a pitch edit: pulses at 130 Hz, bands of the input
+    y = sc.channel_vocoder(x, f0_s, bands=24, follow_hz=30.0, noise_above=5000.0,
+                           open_quotient=0.6, rng=rng)
+    assert len(y) == len(x) and np.isfinite(y).all()
+    assert fundamental(y, 90.0, 180.0) == pytest.approx(130.0, rel=0.03)
+    spec = np.abs(np.fft.rfft(y[SR // 4: -SR // 4])) ** 2
+    freqs = np.fft.rfftfreq(len(y) - SR // 2, 1 / SR)
+    low, high = spec[(freqs > 200) & (freqs < 3000)].sum(), spec[freqs > 3500].sum()
+    assert low > 100 * high  # the input has nothing above 3 kHz; neither has its copy
+
+
+def test_channel_vocoder_noise_excites_unvoiced_samples(sc):
+    rng = np.random.default_rng(3)
+    x = 0.05 * rng.standard_normal(SR)
+    y = sc.channel_vocoder(x, np.zeros(SR), bands=16, follow_hz=40.0, noise_above=4000.0,
+                           open_quotient=0.5, rng=rng)
+    spec = np.abs(np.fft.rfft(y))
+    assert spec[200:].max() < 20 * np.median(spec[200:])  # flat-ish: no pulse lines
+    assert np.sqrt(np.mean(y ** 2)) > 0.1 * np.sqrt(np.mean(x ** 2))
