@@ -16,11 +16,13 @@ Run from the repository root (needs the dev extra, ~3-4 min per family on
     nice -n 5 .venv/bin/python -m bench.loso [--steps 400] [--families a,b]
 
 Writes bench/results/loso.json and prints a table; ``--scores FILE`` also
-writes every scored file's spoof margin (one CSV row per file and channel),
-for reading which sources a row misses. ``--seeds 0,1,2`` trains one model
-per seed for each held-out family and scores their mean margin (an ensemble,
-with each member's EER beside it); ``--split-seed`` keeps the genuine test
-files fixed while the training seed varies.
+writes every scored file's spoof margin (one CSV row per file and channel;
+the genuine calibration files too, marked by the ``split`` column, as a
+reference that no EER here uses), for reading which sources a row misses.
+``--seeds 0,1,2`` trains one model per seed for each held-out family and
+scores their mean margin (an ensemble, with each member's EER beside it);
+``--split-seed`` keeps the genuine test files fixed while the training seed
+varies.
 """
 
 from __future__ import annotations
@@ -65,10 +67,15 @@ def run(families: list[str] | None, steps: int, seeds: list[int], use_corpus: bo
     items = tvc.load_all(items)
     train_items = [it for it in items if it.split == "train"]
     genuine_test = [it for it in items if it.split == "test" and it.label == 0]
+    # Scored only for --scores: a reference that no EER here uses, so a later
+    # fusion can normalise margins without looking at the test files.
+    genuine_cal = ([it for it in items if it.split == "calibration" and it.label == 0]
+                   if scores is not None else [])
     all_families = sorted({it.family for it in train_items if it.label == 1})
     families = families or all_families
     babble = [it.audio for it in train_items if it.label == 0]
     wins = {ch: tvc.channel_windows(genuine_test, ch) for ch in ("wideband", "mulaw8k")}
+    cal_wins = {ch: tvc.channel_windows(genuine_cal, ch) for ch in ("wideband", "mulaw8k")}
     # The genuine sources that never train joined the test split after the first LOSO
     # table; EERs without them stay comparable with it.
     core = np.array([it.family not in tvc.EVALUATION_ONLY_GENUINE for it in genuine_test])
@@ -83,7 +90,8 @@ def run(families: list[str] | None, steps: int, seeds: list[int], use_corpus: bo
             continue
         tvc.log(f"LOSO {fam}: train {len(train)} files without it, "
                 f"evaluate {len(held)} held-out files vs {len(genuine_test)} genuine")
-        per_seed = {ch: [] for ch in ("wideband", "mulaw8k")}
+        per_seed: dict[str, list] = {ch: [] for ch in ("wideband", "mulaw8k")}
+        cal_per_seed: dict[str, list] = {ch: [] for ch in ("wideband", "mulaw8k")}
         for seed in seeds:
             model = tvc.train(train, tvc.TrainConfig(steps=steps, seed=seed, log_every=100,
                                                      time_branch=time_branch,
@@ -92,14 +100,20 @@ def run(families: list[str] | None, steps: int, seeds: list[int], use_corpus: bo
             for ch, ms in per_seed.items():
                 ms.append(np.concatenate([tvc.margins(model, wins[ch]),
                                           tvc.margins(model, tvc.channel_windows(held, ch))]))
+                if genuine_cal:
+                    cal_per_seed[ch].append(tvc.margins(model, cal_wins[ch]))
         entry: dict = {"n_spoof": len(held), "n_bonafide": len(genuine_test),
                        "trained_on": sorted({it.family for it in train if it.label == 1})}
         y = np.r_[np.zeros(len(genuine_test)), np.ones(len(held))].astype(int)
         keep = np.r_[core, np.ones(len(held), dtype=bool)]
         for ch, ms in per_seed.items():
             m = np.mean(ms, axis=0)  # the ensemble's margin: mean logit difference
-            rows += [(fam, ch, it.key, it.label, it.family, f"{v:.4f}")
+            rows += [(fam, ch, "test", it.key, it.label, it.family, f"{v:.4f}")
                      for it, v in zip(genuine_test + held, m, strict=True)]
+            if genuine_cal:
+                rows += [(fam, ch, "calibration", it.key, it.label, it.family, f"{v:.4f}")
+                         for it, v in zip(genuine_cal, np.mean(cal_per_seed[ch], axis=0),
+                                          strict=True)]
             entry[f"eer_pct_{ch}"] = round(100 * tvc.eer(m, y), 2)
             entry[f"eer_pct_{ch}_without_evaluation_only_genuine"] = round(
                 100 * tvc.eer(m[keep], y[keep]), 2)
@@ -116,7 +130,7 @@ def run(families: list[str] | None, steps: int, seeds: list[int], use_corpus: bo
     if scores is not None:
         with scores.open("w", newline="") as f:
             out = csv.writer(f)
-            out.writerow(["held_out", "channel", "key", "label", "family", "margin"])
+            out.writerow(["held_out", "channel", "split", "key", "label", "family", "margin"])
             out.writerows(rows)
     return {
         "protocol": ("retrain without one spoof family (models/train_voice_clone.py recipe, "
