@@ -18,14 +18,19 @@ therefore one-class: a Gaussian of per-window RPS statistics fitted on the
 genuine *training* speech only, scored as the log Mahalanobis distance. It
 never sees a spoof, so every spoof family is unseen by it.
 
+``--shipped`` does the same for the shipped model (vc-cnn-1.0.0) on its own
+split (models/splits.json): every file of the spoof families it was not
+trained on, and the test-split files of those it was, against the genuine
+test files.
+
 This bench reads `bench.loso --scores` CSVs (the CNN margins of one held-out
 family, with the genuine calibration files as reference), and reports for
 each the held-out EER of the CNN alone, of the RPS distance alone, and of
 their fusion: both normalised to z-scores by the genuine *calibration* files
 (no test file sets a scale), then summed with equal weight.
 
-    nice -n 5 .venv/bin/python -m bench.relative_phase CSV [CSV ...] \
-        [--out bench/results/relative_phase.json]
+    nice -n 5 .venv/bin/python -m bench.relative_phase [CSV ...] [--shipped] \
+        [--cache FILE.npz] [--out bench/results/relative_phase.json]
 
 Needs the generated corpus and the dev extra (for the split and the channel
 simulation of models/train_voice_clone.py); uses numpy only for the cue.
@@ -38,6 +43,7 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +221,66 @@ def z_by(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (values - reference.mean()) / (reference.std() + 1e-9)
 
 
+def eers(y: np.ndarray, cnn: np.ndarray, rps: np.ndarray, fused: np.ndarray,
+         channel: str) -> dict:
+    return {f"eer_pct_{name}_{channel}": round(100 * eer(s, y)[0], 2)
+            for name, s in (("cnn", cnn), ("rps", rps), ("fused", fused))}
+
+
+def shipped_fusion(items: dict, features: Callable[[str, list[str]], np.ndarray]) -> dict:
+    """The shipped model's margins fused with the cue, on the model's own split."""
+    from streamguard.config import bundled_model_path
+    from streamguard.detectors import VoiceCloneDetector
+    from streamguard.inference import OnnxModel
+    from streamguard.inference.onnx_model import ModelInfo
+
+    splits = json.loads((REPO / "models" / "splits.json").read_text())
+    split_of = {}
+    for key in items:
+        source, rel = key.split("/", 1)
+        split_of[key] = {"calib": "calibration"}.get(splits[source].get(rel, ""),
+                                                     splits[source].get(rel, ""))
+    model = OnnxModel(bundled_model_path("voice_clone.onnx"))
+    detector = VoiceCloneDetector(model.info)
+    sidecar = ModelInfo.from_sidecar(bundled_model_path("voice_clone.json"))
+    trained = set(sidecar.extra.get("trained_families", []))
+
+    def margins(keys: list[str], channel: str) -> np.ndarray:
+        windows = tvc.channel_windows([items[k] for k in keys], channel)
+        inputs = np.stack([detector.prepare(w) for w in windows])
+        return np.array([detector.score(row).margin
+                         for start in range(0, len(inputs), 16)
+                         for row in model.run(inputs[start:start + 16])])
+
+    genuine = {split: [k for k, it in items.items() if it.label == 0 and split_of[k] == split]
+               for split in ("train", "calibration", "test")}
+    phase = GenuinePhaseModel(np.vstack([features(ch, genuine["train"])
+                                         for ch in ("wideband", "mulaw8k")]))
+    families = sorted({it.family for it in items.values() if it.label == 1})
+    out: dict = {"model": sidecar.version, "trained_families": sorted(trained),
+                 "n_bonafide": len(genuine["test"]), "families": {}}
+    for channel in ("wideband", "mulaw8k"):
+        cal_cnn = margins(genuine["calibration"], channel)
+        cal_rps = phase.score(features(channel, genuine["calibration"]))
+        g_cnn = margins(genuine["test"], channel)
+        g_rps = phase.score(features(channel, genuine["test"]))
+        for fam in families:
+            keys = [k for k, it in items.items() if it.label == 1 and it.family == fam
+                    and (fam not in trained or split_of[k] == "test")]
+            cnn = np.r_[g_cnn, margins(keys, channel)]
+            rps = np.r_[g_rps, phase.score(features(channel, keys))]
+            y = np.r_[np.zeros(len(g_cnn)), np.ones(len(keys))].astype(int)
+            entry = out["families"].setdefault(fam, {"n_spoof": len(keys),
+                                                     "seen_by_cnn": fam in trained})
+            entry.update(eers(y, cnn, rps, z_by(cal_cnn, cnn) + z_by(cal_rps, rps), channel))
+    for fam, e in out["families"].items():
+        print(f"shipped {fam:18s} {'seen' if e['seen_by_cnn'] else 'unseen':6s} EER wideband "
+              f"/ μ-law: CNN {e['eer_pct_cnn_wideband']:.1f} / {e['eer_pct_cnn_mulaw8k']:.1f}, "
+              f"RPS {e['eer_pct_rps_wideband']:.1f} / {e['eer_pct_rps_mulaw8k']:.1f}, fused "
+              f"{e['eer_pct_fused_wideband']:.1f} / {e['eer_pct_fused_mulaw8k']:.1f}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="RPS one-class cue fused with LOFO margins")
     ap.add_argument("scores", type=Path, nargs="*", help="bench.loso --scores CSVs")
@@ -224,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None,
                     help="keep every window's RPS statistics in this .npz (≈ 0.1 s a window "
                          "to compute), so a rerun with more CSVs only scores the margins")
+    ap.add_argument("--shipped", action="store_true",
+                    help="also fuse the shipped model's margins, on its own split")
     args = ap.parse_args(argv)
     t0 = time.time()
     items = {it.key: it for it in tvc.load_all(tvc.gather(True, args.split_seed))}
@@ -260,8 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     "n_spoof": int(y.sum()),
                                                     "n_bonafide": int((y == 0).sum()),
                                                     "n_calibration_bonafide": len(cal)})
-            for name, s in (("cnn", cnn), ("rps", rps), ("fused", fused)):
-                entry[f"eer_pct_{name}_{channel}"] = round(100 * eer(s, y)[0], 2)
+            entry.update(eers(y, cnn, rps, fused, channel))
         e = rows_out[path.stem]
         print(f"{path.stem:40s} {e['held_out']:16s} EER wideband / μ-law: CNN "
               f"{e['eer_pct_cnn_wideband']:.1f} / {e['eer_pct_cnn_mulaw8k']:.1f}, RPS "
@@ -290,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_genuine_training_files": len(genuine_train),
         "fusion_with_loso_rows": rows_out,
         "rps_alone_every_family": one_class,
+        **({"shipped_model_fused": shipped_fusion(items, features)} if args.shipped else {}),
         "wall_seconds": round(time.time() - t0),
     }
     if args.cache is not None:
