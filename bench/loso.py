@@ -69,7 +69,7 @@ def run(families: list[str] | None, steps: int, seeds: list[int], use_corpus: bo
     genuine_test = [it for it in items if it.split == "test" and it.label == 0]
     # Scored only for --scores: a reference that no EER here uses, so a later
     # fusion can normalise margins without looking at the test files.
-    genuine_cal = ([it for it in items if it.split == "calibration" and it.label == 0]
+    genuine_cal = ([it for it in items if it.split == "calib" and it.label == 0]
                    if scores is not None else [])
     all_families = sorted({it.family for it in train_items if it.label == 1})
     families = families or all_families
