@@ -27,7 +27,9 @@ This bench reads `bench.loso --scores` CSVs (the CNN margins of one held-out
 family, with the genuine calibration files as reference), and reports for
 each the held-out EER of the CNN alone, of the RPS distance alone, and of
 their fusion: both normalised to z-scores by the genuine *calibration* files
-(no test file sets a scale), then summed with equal weight.
+(no test file sets a scale), then summed with equal weight (``fused``), or
+the phase z-score counted only above its genuine 90th percentile
+(``fused_hinge``).
 
     nice -n 5 .venv/bin/python -m bench.relative_phase [CSV ...] [--shipped] \
         [--cache FILE.npz] [--out bench/results/relative_phase.json]
@@ -68,6 +70,7 @@ RESIDUAL_HARMONICS = slice(1, 7)  # harmonics 2-7: present in every voice under 
 N_FEATURES = 4 * 11 + 3 * 6 + 1
 ENVELOPE_FFT = 1024
 SHRINKAGE = 0.05
+HINGE_QUANTILE = 0.9
 
 
 def yin_f0(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -221,10 +224,19 @@ def z_by(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (values - reference.mean()) / (reference.std() + 1e-9)
 
 
-def eers(y: np.ndarray, cnn: np.ndarray, rps: np.ndarray, fused: np.ndarray,
-         channel: str) -> dict:
+def fusions(cal_cnn: np.ndarray, cal_rps: np.ndarray, cnn: np.ndarray,
+            rps: np.ndarray) -> dict[str, np.ndarray]:
+    """Two fusions of z-scores normalised by the genuine calibration files: the
+    plain sum, and the CNN plus only the part of the phase z-score above its
+    genuine 90th percentile (the cue speaks only when it is sure)."""
+    z_cnn, z_rps = z_by(cal_cnn, cnn), z_by(cal_rps, rps)
+    floor = np.quantile(z_by(cal_rps, cal_rps), HINGE_QUANTILE)
+    return {"fused": z_cnn + z_rps, "fused_hinge": z_cnn + np.maximum(0.0, z_rps - floor)}
+
+
+def eers(y: np.ndarray, scores: dict[str, np.ndarray], channel: str) -> dict:
     return {f"eer_pct_{name}_{channel}": round(100 * eer(s, y)[0], 2)
-            for name, s in (("cnn", cnn), ("rps", rps), ("fused", fused))}
+            for name, s in scores.items()}
 
 
 def shipped_fusion(items: dict, features: Callable[[str, list[str]], np.ndarray]) -> dict:
@@ -272,12 +284,14 @@ def shipped_fusion(items: dict, features: Callable[[str, list[str]], np.ndarray]
             y = np.r_[np.zeros(len(g_cnn)), np.ones(len(keys))].astype(int)
             entry = out["families"].setdefault(fam, {"n_spoof": len(keys),
                                                      "seen_by_cnn": fam in trained})
-            entry.update(eers(y, cnn, rps, z_by(cal_cnn, cnn) + z_by(cal_rps, rps), channel))
+            entry.update(eers(y, {"cnn": cnn, "rps": rps,
+                                  **fusions(cal_cnn, cal_rps, cnn, rps)}, channel))
     for fam, e in out["families"].items():
         print(f"shipped {fam:18s} {'seen' if e['seen_by_cnn'] else 'unseen':6s} EER wideband "
               f"/ μ-law: CNN {e['eer_pct_cnn_wideband']:.1f} / {e['eer_pct_cnn_mulaw8k']:.1f}, "
               f"RPS {e['eer_pct_rps_wideband']:.1f} / {e['eer_pct_rps_mulaw8k']:.1f}, fused "
-              f"{e['eer_pct_fused_wideband']:.1f} / {e['eer_pct_fused_mulaw8k']:.1f}")
+              f"{e['eer_pct_fused_wideband']:.1f} / {e['eer_pct_fused_mulaw8k']:.1f}, hinge "
+              f"{e['eer_pct_fused_hinge_wideband']:.1f} / {e['eer_pct_fused_hinge_mulaw8k']:.1f}")
     return out
 
 
@@ -323,17 +337,18 @@ def main(argv: list[str] | None = None) -> int:
             cnn_cal = np.array([float(r["margin"]) for r in cal])
             rps = model.score(features(channel, [r["key"] for r in test]))
             rps_cal = model.score(features(channel, [r["key"] for r in cal]))
-            fused = z_by(cnn_cal, cnn) + z_by(rps_cal, rps)
             entry = rows_out.setdefault(path.stem, {"held_out": test[0]["held_out"],
                                                     "n_spoof": int(y.sum()),
                                                     "n_bonafide": int((y == 0).sum()),
                                                     "n_calibration_bonafide": len(cal)})
-            entry.update(eers(y, cnn, rps, fused, channel))
+            entry.update(eers(y, {"cnn": cnn, "rps": rps,
+                                  **fusions(cnn_cal, rps_cal, cnn, rps)}, channel))
         e = rows_out[path.stem]
         print(f"{path.stem:40s} {e['held_out']:16s} EER wideband / μ-law: CNN "
               f"{e['eer_pct_cnn_wideband']:.1f} / {e['eer_pct_cnn_mulaw8k']:.1f}, RPS "
               f"{e['eer_pct_rps_wideband']:.1f} / {e['eer_pct_rps_mulaw8k']:.1f}, fused "
-              f"{e['eer_pct_fused_wideband']:.1f} / {e['eer_pct_fused_mulaw8k']:.1f}",
+              f"{e['eer_pct_fused_wideband']:.1f} / {e['eer_pct_fused_mulaw8k']:.1f}, hinge "
+              f"{e['eer_pct_fused_hinge_wideband']:.1f} / {e['eer_pct_fused_hinge_mulaw8k']:.1f}",
               flush=True)
     genuine_test = [k for k, it in items.items() if it.split == "test" and it.label == 0]
     families = sorted({it.family for it in items.values() if it.label == 1})
@@ -351,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
                      "statistics (harmonics 2-12, YIN F0, 3-period Hann windows) fitted on "
                      "the genuine training split (wideband and 8 kHz μ-law), score = log "
                      "Mahalanobis distance; fused with bench.loso CNN margins as the sum of "
-                     "z-scores normalised by the genuine calibration split; EER of all files "
+                     "z-scores normalised by the genuine calibration split (fused), or the CNN "
+                     "z-score plus the phase z-score above its genuine calibration 90th "
+                     "percentile (fused_hinge); EER of all files "
                      "of the held-out family vs the genuine test split"),
         "split_seed": args.split_seed,
         "n_genuine_training_files": len(genuine_train),

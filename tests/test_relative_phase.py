@@ -83,3 +83,15 @@ def test_score_files_without_the_calibration_reference_are_refused(tmp_path):
                    "world-vc,wideband,a,0,librispeech,-1.0\n")
     with pytest.raises(SystemExit, match="split"):
         rp.read_scores(old)
+
+
+def test_the_hinge_fusion_leaves_the_cnn_alone_until_the_phase_cue_is_sure():
+    rng = np.random.default_rng(3)
+    cal_cnn, cal_rps = rng.normal(0, 1, 200), rng.normal(5, 2, 200)
+    cnn = np.array([0.5, 0.5, 0.5])
+    rps = np.array([5.0, np.quantile(cal_rps, 0.5), 40.0])
+    fused = rp.fusions(cal_cnn, cal_rps, cnn, rps)
+    z_cnn = (cnn - cal_cnn.mean()) / cal_cnn.std()
+    assert np.allclose(fused["fused_hinge"][:2], z_cnn[:2])
+    assert fused["fused_hinge"][2] > z_cnn[2] + 10
+    assert np.allclose(fused["fused"], z_cnn + (rps - cal_rps.mean()) / cal_rps.std())
