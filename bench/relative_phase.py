@@ -72,6 +72,8 @@ ENVELOPE_FFT = 1024
 SHRINKAGE = 0.05
 HINGE_QUANTILE = 0.9
 
+Features = Callable[[str, list[str]], np.ndarray]  # (channel, corpus keys) -> window statistics
+
 
 def yin_f0(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """F0 per 10 ms frame by YIN (de Cheveigné & Kawahara 2002); 0 where unvoiced.
@@ -182,13 +184,13 @@ def window_features(x: np.ndarray) -> np.ndarray:
     r = rps[:, STAT_HARMONICS]
     ok = ~np.isnan(r)
     z = np.where(ok, np.exp(1j * np.nan_to_num(r)), 0)
-    length, cosine, _ = _circular_stats(r)
+    mean = z.sum(axis=0) / ok.sum(axis=0).clip(1)
     step = np.angle(z[1:] * np.conj(z[:-1]))
     ok_step = ok[1:] & ok[:-1]
     n_step = ok_step.sum(axis=0).clip(1)
     return np.r_[
-        length,
-        cosine,
+        np.abs(mean),
+        mean.real,
         np.where(ok_step, np.abs(step), 0).sum(axis=0) / n_step,
         np.where(ok_step, np.cos(step), 0).sum(axis=0) / n_step,
         *_circular_stats(residual[:, RESIDUAL_HARMONICS]),
@@ -209,6 +211,11 @@ class GenuinePhaseModel:
     def score(self, features: np.ndarray) -> np.ndarray:
         z = (features - self.mean) / self.scale
         return np.log(np.einsum("ij,jk,ik->i", z, self.precision, z) + 1e-9)
+
+
+def fit_genuine_model(features: Features, keys: list[str]) -> GenuinePhaseModel:
+    """The genuine model of ``keys``' windows, wideband and μ-law together."""
+    return GenuinePhaseModel(np.vstack([features(ch, keys) for ch in ("wideband", "mulaw8k")]))
 
 
 def read_scores(path: Path) -> list[dict]:
@@ -234,12 +241,20 @@ def fusions(cal_cnn: np.ndarray, cal_rps: np.ndarray, cnn: np.ndarray,
     return {"fused": z_cnn + z_rps, "fused_hinge": z_cnn + np.maximum(0.0, z_rps - floor)}
 
 
+def summary(e: dict) -> str:
+    return (f"EER wideband / μ-law: CNN {e['eer_pct_cnn_wideband']:.1f} / "
+            f"{e['eer_pct_cnn_mulaw8k']:.1f}, RPS {e['eer_pct_rps_wideband']:.1f} / "
+            f"{e['eer_pct_rps_mulaw8k']:.1f}, fused {e['eer_pct_fused_wideband']:.1f} / "
+            f"{e['eer_pct_fused_mulaw8k']:.1f}, hinge {e['eer_pct_fused_hinge_wideband']:.1f} / "
+            f"{e['eer_pct_fused_hinge_mulaw8k']:.1f}")
+
+
 def eers(y: np.ndarray, scores: dict[str, np.ndarray], channel: str) -> dict:
     return {f"eer_pct_{name}_{channel}": round(100 * eer(s, y)[0], 2)
             for name, s in scores.items()}
 
 
-def shipped_fusion(items: dict, features: Callable[[str, list[str]], np.ndarray]) -> dict:
+def shipped_fusion(items: dict, features: Features) -> dict:
     """The shipped model's margins fused with the cue, on the model's own split."""
     from streamguard.config import bundled_model_path
     from streamguard.detectors import VoiceCloneDetector
@@ -247,11 +262,8 @@ def shipped_fusion(items: dict, features: Callable[[str, list[str]], np.ndarray]
     from streamguard.inference.onnx_model import ModelInfo
 
     splits = json.loads((REPO / "models" / "splits.json").read_text())
-    split_of = {}
-    for key in items:
-        source, rel = key.split("/", 1)
-        split_of[key] = {"calib": "calibration"}.get(splits[source].get(rel, ""),
-                                                     splits[source].get(rel, ""))
+    split_of = {key: splits[key.split("/", 1)[0]].get(key.split("/", 1)[1], "")
+                for key in items}
     model = OnnxModel(bundled_model_path("voice_clone.onnx"))
     detector = VoiceCloneDetector(model.info)
     sidecar = ModelInfo.from_sidecar(bundled_model_path("voice_clone.json"))
@@ -265,15 +277,14 @@ def shipped_fusion(items: dict, features: Callable[[str, list[str]], np.ndarray]
                          for row in model.run(inputs[start:start + 16])])
 
     genuine = {split: [k for k, it in items.items() if it.label == 0 and split_of[k] == split]
-               for split in ("train", "calibration", "test")}
-    phase = GenuinePhaseModel(np.vstack([features(ch, genuine["train"])
-                                         for ch in ("wideband", "mulaw8k")]))
+               for split in ("train", "calib", "test")}
+    phase = fit_genuine_model(features, genuine["train"])
     families = sorted({it.family for it in items.values() if it.label == 1})
     out: dict = {"model": sidecar.version, "trained_families": sorted(trained),
                  "n_bonafide": len(genuine["test"]), "families": {}}
     for channel in ("wideband", "mulaw8k"):
-        cal_cnn = margins(genuine["calibration"], channel)
-        cal_rps = phase.score(features(channel, genuine["calibration"]))
+        cal_cnn = margins(genuine["calib"], channel)
+        cal_rps = phase.score(features(channel, genuine["calib"]))
         g_cnn = margins(genuine["test"], channel)
         g_rps = phase.score(features(channel, genuine["test"]))
         for fam in families:
@@ -287,11 +298,7 @@ def shipped_fusion(items: dict, features: Callable[[str, list[str]], np.ndarray]
             entry.update(eers(y, {"cnn": cnn, "rps": rps,
                                   **fusions(cal_cnn, cal_rps, cnn, rps)}, channel))
     for fam, e in out["families"].items():
-        print(f"shipped {fam:18s} {'seen' if e['seen_by_cnn'] else 'unseen':6s} EER wideband "
-              f"/ μ-law: CNN {e['eer_pct_cnn_wideband']:.1f} / {e['eer_pct_cnn_mulaw8k']:.1f}, "
-              f"RPS {e['eer_pct_rps_wideband']:.1f} / {e['eer_pct_rps_mulaw8k']:.1f}, fused "
-              f"{e['eer_pct_fused_wideband']:.1f} / {e['eer_pct_fused_mulaw8k']:.1f}, hinge "
-              f"{e['eer_pct_fused_hinge_wideband']:.1f} / {e['eer_pct_fused_hinge_mulaw8k']:.1f}")
+        print(f"shipped {fam:18s} {'seen' if e['seen_by_cnn'] else 'unseen':6s} {summary(e)}")
     return out
 
 
@@ -322,8 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         return np.array([cache[(channel, k)] for k in keys])
 
     genuine_train = [k for k, it in items.items() if it.split == "train" and it.label == 0]
-    model = GenuinePhaseModel(np.vstack([features(ch, genuine_train)
-                                         for ch in ("wideband", "mulaw8k")]))
+    model = fit_genuine_model(features, genuine_train)
     tvc.log(f"genuine RPS model: {len(genuine_train)} training files x 2 channels "
             f"({time.time() - t0:.0f} s)")
     rows_out: dict = {}
@@ -344,12 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             entry.update(eers(y, {"cnn": cnn, "rps": rps,
                                   **fusions(cnn_cal, rps_cal, cnn, rps)}, channel))
         e = rows_out[path.stem]
-        print(f"{path.stem:40s} {e['held_out']:16s} EER wideband / μ-law: CNN "
-              f"{e['eer_pct_cnn_wideband']:.1f} / {e['eer_pct_cnn_mulaw8k']:.1f}, RPS "
-              f"{e['eer_pct_rps_wideband']:.1f} / {e['eer_pct_rps_mulaw8k']:.1f}, fused "
-              f"{e['eer_pct_fused_wideband']:.1f} / {e['eer_pct_fused_mulaw8k']:.1f}, hinge "
-              f"{e['eer_pct_fused_hinge_wideband']:.1f} / {e['eer_pct_fused_hinge_mulaw8k']:.1f}",
-              flush=True)
+        print(f"{path.stem:40s} {e['held_out']:16s} {summary(e)}", flush=True)
     genuine_test = [k for k, it in items.items() if it.split == "test" and it.label == 0]
     families = sorted({it.family for it in items.values() if it.label == 1})
     one_class: dict = {}
