@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from streamguard.errors import StreamGuardError
+from streamguard.sqlite_wal import enable_wal
 
 VERSION = "streamguard-audit/1"
 GENESIS_PREFIX = b"streamguard-audit/1 genesis\x00"
@@ -340,7 +341,7 @@ class AuditLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), isolation_level=None,
                                        check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            enable_wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)", (VERSION,))

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamguard.sqlite_wal import enable_wal
+
 ROLES = ("viewer", "analyst", "admin")
 SUPER_TENANT = "*"
 KEY_PREFIX = "sgk_"
@@ -110,7 +112,7 @@ class TenantStore:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
         if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
+            enable_wal(self._db)
         self._db.executescript(_SCHEMA)
         self._bootstrap_hash = hash_key(bootstrap_key) if bootstrap_key else None
 
