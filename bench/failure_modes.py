@@ -58,7 +58,6 @@ from scipy import signal
 
 from streamguard import AudioChunk, Guard, GuardConfig, State, Verdict
 from streamguard.config import bundled_model_path
-from streamguard.inference import OnnxModel
 from streamguard.media import decode_file, ulaw_encode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -503,14 +502,15 @@ def _count(values) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-async def run(conds: list[Condition], model_path: Path) -> dict:
+async def run(conds: list[Condition], config: GuardConfig) -> tuple[dict, str]:
+    """Each condition's summary, and the detector version that judged them."""
     results = {}
-    async with Guard.from_config(GuardConfig(model_path=model_path)) as guard:
+    async with Guard.from_config(config) as guard:
         for i, cond in enumerate(conds):
             calls = [await play(guard, f"fm-{i}-{j}", call) for j, call in enumerate(cond.calls)]
             results[cond.name] = summarise(cond, calls)
             print_row(cond.name, results[cond.name])
-    return results
+    return results, guard.detector.version
 
 
 def print_row(name: str, r: dict) -> None:
@@ -531,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--model", type=Path, default=bundled_model_path(),
                     help="ONNX model with its sidecar JSON (default: the shipped one)")
+    ap.add_argument("--no-phase-cue", action="store_true",
+                    help="run the model alone, without the phase cue fitted for it")
     ap.add_argument("--gate", action="store_true",
                     help="exit with status 3 when the model fails the release gate")
     args = ap.parse_args(argv)
@@ -540,13 +542,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     conds, notes = build_conditions(not args.no_fetch, args.seconds, args.seed)
     t_build = time.time() - t0
-    model_path = args.model
+    config = GuardConfig(model_path=args.model, phase_cue=not args.no_phase_cue)
     print(f"{'condition':34s} {'n':>3s} {'wins':>5s} {'scored':>7s} {'mean P':>6s} "
           f"{'P>=0.5':>7s}  worst live state per call")
-    results = asyncio.run(run(conds, model_path))
+    results, version = asyncio.run(run(conds, config))
     violations = gate(results)
     doc = {
-        "model": OnnxModel(model_path).info.version,
+        "model": version,
         "protocol": ("each call fed in 20 ms chunks with timestamps through Guard/Session "
                      "(default GuardConfig: VAD aggressiveness 2, 4.04 s windows every 1 s, "
                      "first after 2 s, >= 35 % speech frames to be scored, fusion + hysteresis "

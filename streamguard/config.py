@@ -48,6 +48,9 @@ class GuardConfig:
     reference; a call whose metadata names one (``ai_agent``) is disclosed.
     ``identity``: the impersonation check's thresholds; it runs only when the
     Guard is given an enrolment store and a call claims an identity.
+    ``phase_cue``: fuse the relative-phase cue with the model's score when one
+    was fitted for that model (``voice_phase.json`` beside it, as for the
+    shipped model); false runs the model alone.
     """
 
     model_path: Path | None = None
@@ -66,6 +69,7 @@ class GuardConfig:
     disclosure_hold_s: float = 15.0
     declared_agents: tuple[DeclaredAgent, ...] = ()
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    phase_cue: bool = True
 
     def resolved_model_path(self) -> Path:
         return self.model_path or bundled_model_path()

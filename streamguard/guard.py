@@ -14,6 +14,7 @@ from typing import Any
 
 from streamguard.calibration import calibration_sd
 from streamguard.config import GuardConfig
+from streamguard.detectors.phase_cue import PhaseCue, load_beside
 from streamguard.detectors.voice_clone import VoiceCloneDetector
 from streamguard.enrolment import EnrolmentStore
 from streamguard.fleet import FleetConfig, FleetLink, FleetState
@@ -33,12 +34,12 @@ def _now() -> datetime:
 class Guard:
     def __init__(self, config: GuardConfig, model: OnnxModel,
                  identity: IdentityService | None = None,
-                 fleet: FleetLink | None = None) -> None:
+                 fleet: FleetLink | None = None, phase: PhaseCue | None = None) -> None:
         self.config = config
         self.identity = identity
         self.fleet = fleet
         self.model = model
-        self.detector = VoiceCloneDetector(model.info)
+        self.detector = VoiceCloneDetector(model.info, phase)
         window = config.window
         if window.length != model.info.input_samples:
             window = replace(window, length=model.info.input_samples,
@@ -54,7 +55,8 @@ class Guard:
             identity=identity, fleet=fleet,
         )
         self.batcher = MicroBatcher(
-            model.run, max_batch=config.max_batch, max_delay=config.max_delay_ms / 1000.0,
+            self.detector.batch_runner(model.run), max_batch=config.max_batch,
+            max_delay=config.max_delay_ms / 1000.0,
             max_pending_per_stream=config.max_pending_per_stream, workers=config.workers,
         )
         self.sessions: dict[str, Session] = {}
@@ -73,7 +75,9 @@ class Guard:
         caller leg keeps a running voiceprint and fingerprint for campaign detection
         and watchlists; the same speaker micro-batcher serves both."""
         config = config or GuardConfig()
-        model = OnnxModel(config.resolved_model_path(), intra_op_threads=config.intra_op_threads)
+        model_path = config.resolved_model_path()
+        model = OnnxModel(model_path, intra_op_threads=config.intra_op_threads)
+        phase = load_beside(model_path) if config.phase_cue else None
         identity = None
         link = None
         if enrolments is not None or fleet is not None:
@@ -88,7 +92,7 @@ class Guard:
                                            config.identity, batcher)
             if fleet is not None:
                 link = FleetLink(fleet, batcher, fleet_config)
-        return cls(config, model, identity, link)
+        return cls(config, model, identity, link, phase)
 
     def set_policy(self, tenant: str, policy: Policy) -> None:
         """A tenant's own published policy; it applies to streams opened from now on

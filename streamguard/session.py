@@ -479,7 +479,7 @@ class Session:
 
     def _on_result(self, window: Window, logits: npt.NDArray[np.float32], latency: float) -> None:
         score = self._detector.score(logits)
-        estimate = self._fusion.add(self._detector.calibrated_logit(score.margin))
+        estimate = self._fusion.add(score.logit)
         self._probability, self._interval = estimate.probability, estimate.interval
         disclosed = self._disclosed(window.end)
         state = State.DISCLOSED_SYNTHETIC if disclosed else estimate.state

@@ -4,36 +4,59 @@ Works with any model that follows the contract in models/README.md: the
 shipped small CNN and imported AASIST / AASIST-L alike. The detector owns the
 model-specific steps — fitting a window to the model's input length and
 reading its logits — so the rest of the pipeline stays model-agnostic.
+
+With a :class:`~streamguard.detectors.phase_cue.PhaseCue` fitted for the
+model, each window's relative-phase distance from genuine speech is computed
+in the same inference pool as the logits and fused with the CNN's margin: the
+CNN knows the generator families it was trained on, the phase cue catches
+source-filter vocoders it never saw.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from streamguard.calibration import sigmoid
+from streamguard.detectors.phase_cue import PhaseCue
+from streamguard.errors import ModelError
 from streamguard.inference.onnx_model import ModelInfo
+
+RunBatch = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
 
 
 @dataclass(frozen=True, slots=True)
 class WindowScore:
-    """``margin`` is logit(spoof) - logit(bona fide); ``probability`` is calibrated."""
+    """``margin`` is logit(spoof) - logit(bona fide) of the CNN; ``logit`` is the
+    calibrated log-odds of the window being synthetic (of the CNN margin fused with
+    the phase cue when the cue is on), ``probability`` its sigmoid.
+    ``phase_distance`` is None without the cue and NaN when the window had too few
+    voiced frames to judge."""
 
     margin: float
     probability: float
+    logit: float
+    phase_distance: float | None = None
 
 
 class VoiceCloneDetector:
     name = "voice_clone"
 
-    def __init__(self, info: ModelInfo) -> None:
+    def __init__(self, info: ModelInfo, phase: PhaseCue | None = None) -> None:
+        if phase is not None and phase.pairs_with != info.version:
+            raise ModelError(f"phase cue {phase.version} was fitted for {phase.pairs_with}, "
+                             f"not {info.version}: refit it (models/fit_phase_cue.py) or set "
+                             "phase_cue = false")
         self.info = info
+        self.phase = phase
 
     @property
     def version(self) -> str:
-        return self.info.version
+        return self.info.version if self.phase is None else \
+            f"{self.info.version}+{self.phase.version}"
 
     def prepare(self, samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Fit a window to the model's length: keep the first samples or tile a short one.
@@ -49,13 +72,27 @@ class VoiceCloneDetector:
         reps = n // len(samples) + 1
         return np.tile(samples, reps)[:n].astype(np.float32, copy=False)
 
-    def score(self, logits: npt.NDArray[np.float32]) -> WindowScore:
+    def batch_runner(self, run: RunBatch) -> RunBatch:
+        """What the batcher runs on prepared windows: the model's logits, and with the
+        phase cue each window's phase distance as one more column."""
+        phase = self.phase
+        if phase is None:
+            return run
+
+        def logits_and_phase(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+            distances = phase.genuine.window_distances(batch).astype(np.float32)
+            return np.column_stack([run(batch), distances])
+
+        return logits_and_phase
+
+    def score(self, row: npt.NDArray[np.float32]) -> WindowScore:
+        """Read one row of :meth:`batch_runner`'s output."""
         bona = self.info.bonafide_index
-        margin = float(logits[1 - bona] - logits[bona])
+        margin = float(row[1 - bona] - row[bona])
         cal = self.info.calibration
-        return WindowScore(margin, sigmoid(cal.a * margin + cal.b))
-
-    def calibrated_logit(self, margin: float) -> float:
-        cal = self.info.calibration
-        return cal.a * margin + cal.b
-
+        if self.phase is None:
+            logit = cal.a * margin + cal.b
+            return WindowScore(margin, sigmoid(logit), logit)
+        distance = float(row[2])
+        logit = cal.a * self.phase.fuse(margin, distance) + cal.b
+        return WindowScore(margin, sigmoid(logit), logit, distance)

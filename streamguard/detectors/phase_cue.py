@@ -1,0 +1,306 @@
+"""Relative phase shift (RPS): a genuine-only cue for vocoders the CNN never saw.
+
+Voiced speech is a sum of harmonics of F0. Shifting an analysis window by τ
+turns the phase φ_k of harmonic k into φ_k − 2πk·f0·τ, so the relative phase
+shift RPS_k = φ_k − k·φ_1 does not depend on where the window sits: it is the
+shape of the glottal pulse and the vocal tract (Saratxaga, Hernaez et al.,
+"Synthetic speech detection using phase information", Speech Communication
+2016). Vocoders that rebuild the excitation from an F0 track set these phases
+by rule (zero or fixed offsets, minimum phase), and each rule leaves a
+distribution natural speech does not have.
+
+A classifier trained on spoof families learns the direction of the ones it
+saw, and a vocoder whose phases are *more* regular than speech then reads as
+genuine. So the cue is one-class: a Gaussian of per-window RPS statistics
+fitted on genuine speech only, scored as the log Mahalanobis distance. It
+never sees a spoof; ``models/fit_phase_cue.py`` fits it.
+
+Everything is vectorised over frames, so a 4 s window costs tens of
+milliseconds of numpy, most of it outside the GIL.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamguard.errors import ModelError
+
+Array = npt.NDArray[np.float64]
+
+SR = 16_000
+HOP = 160  # 10 ms frames
+F0_MIN, F0_MAX = 60.0, 400.0
+YIN_WINDOW = 400  # 25 ms integration window of the difference function
+YIN_THRESHOLD = 0.2
+SILENCE_DB = -90.0  # frames below this (dB re full scale 1.0) are never voiced: digital silence
+HARMONICS = 16
+BAND_TOP_HZ = 3800.0  # harmonics above this are left out: telephony keeps < 4 kHz
+STAT_HARMONICS = slice(1, 12)  # RPS_2 .. RPS_12 (RPS_1 is 0 by definition)
+RESIDUAL_HARMONICS = slice(1, 7)  # harmonics 2-7: present in every voice under 3.8 kHz
+N_FEATURES = 4 * 11 + 3 * 6 + 1
+MIN_VOICED_FRAMES = 5
+ENVELOPE_FFT = 1024
+SHRINKAGE = 0.05
+PHASE_CUE_FILE = "voice_phase.json"
+HINGE_QUANTILE = 0.9  # the phase z-score adds to the CNN's only above this genuine quantile
+
+
+def yin_f0(x: npt.NDArray[Any]) -> tuple[Array, npt.NDArray[np.int64]]:
+    """F0 per 10 ms frame by YIN (de Cheveigné & Kawahara 2002); 0 where unvoiced.
+
+    Returns (f0, centre sample of each frame).
+    """
+    lag_min, lag_max = int(SR / F0_MAX), int(SR / F0_MIN)
+    span = YIN_WINDOW + lag_max
+    starts = np.arange(0, len(x) - span, HOP)
+    if len(starts) == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    frames = x[starts[:, None] + np.arange(span)].astype(np.float64)
+    n_fft = 1 << int(np.ceil(np.log2(span + YIN_WINDOW)))  # no wrap-around up to lag_max
+    head = np.fft.rfft(frames[:, :YIN_WINDOW], n_fft)
+    full = np.fft.rfft(frames, n_fft)
+    corr = np.fft.irfft(np.conj(head) * full, n_fft)[:, : lag_max + 1]
+    sq = np.cumsum(np.pad(frames**2, ((0, 0), (1, 0))), axis=1)
+    energy_at = sq[:, YIN_WINDOW : YIN_WINDOW + lag_max + 1] - sq[:, : lag_max + 1]
+    diff = sq[:, YIN_WINDOW : YIN_WINDOW + 1] + energy_at - 2 * corr
+    diff[:, 0] = 0.0
+    lags = np.arange(lag_max + 1)
+    cmnd = np.ones_like(diff)
+    cmnd[:, 1:] = diff[:, 1:] * lags[1:] / np.maximum(np.cumsum(diff[:, 1:], axis=1), 1e-12)
+    band = cmnd[:, lag_min : lag_max + 1]
+    dips = (band[:, 1:-1] < band[:, :-2]) & (band[:, 1:-1] <= band[:, 2:])
+    below = dips & (band[:, 1:-1] < YIN_THRESHOLD)
+    first = np.where(below.any(axis=1), below.argmax(axis=1), band[:, 1:-1].argmin(axis=1)) + 1
+    rows = np.arange(len(band))
+    a, b, c = band[rows, first - 1], band[rows, first], band[rows, first + 1]
+    shift = np.clip(0.5 * (a - c) / np.maximum(a - 2 * b + c, 1e-12), -0.5, 0.5)
+    lag = lag_min + first + shift
+    level = 10 * np.log10(sq[:, YIN_WINDOW] / YIN_WINDOW + 1e-12)
+    voiced = (b < YIN_THRESHOLD) & (level > max(level.max() - 40, SILENCE_DB))
+    return np.where(voiced, SR / lag, 0.0), starts + YIN_WINDOW // 2
+
+
+def _wrap(angle: Array) -> Array:
+    wrapped: Array = np.angle(np.exp(1j * angle))
+    return wrapped
+
+
+def _minimum_phase(f0: Array, log_magnitude: Array, n_band: npt.NDArray[np.int64]) -> Array:
+    """Per frame, the phase (radians) at the harmonics k·f0 of the minimum-phase filter
+    whose log magnitude is ``log_magnitude`` there: linear between harmonics, held flat
+    outside the first ``n_band``, turned into a phase by folding the real cepstrum."""
+    rows = np.arange(len(f0))[:, None]
+    grid_hz = np.arange(ENVELOPE_FFT // 2 + 1) * SR / ENVELOPE_FFT
+    position = np.clip(grid_hz[None, :] / f0[:, None] - 1, 0, (n_band - 1)[:, None])
+    low = np.minimum(position.astype(np.int64), (n_band - 1)[:, None])
+    high = np.minimum(low + 1, (n_band - 1)[:, None])
+    frac = position - low
+    envelope = (1 - frac) * log_magnitude[rows, low] + frac * log_magnitude[rows, high]
+    cepstrum = np.fft.irfft(envelope, ENVELOPE_FFT, axis=1)
+    folded = np.zeros_like(cepstrum)
+    folded[:, 0] = cepstrum[:, 0]
+    folded[:, 1 : ENVELOPE_FFT // 2] = 2 * cepstrum[:, 1 : ENVELOPE_FFT // 2]
+    folded[:, ENVELOPE_FFT // 2] = cepstrum[:, ENVELOPE_FFT // 2]
+    phase = np.unwrap(np.imag(np.fft.rfft(folded, axis=1)), axis=1)
+    at = np.arange(1, HARMONICS + 1)[None, :] * f0[:, None] * ENVELOPE_FFT / SR
+    index = np.minimum(at.astype(np.int64), ENVELOPE_FFT // 2 - 1)
+    frac_at = np.clip(at - index, 0, 1)
+    result: Array = (1 - frac_at) * phase[rows, index] + frac_at * phase[rows, index + 1]
+    return result
+
+
+def harmonic_phases(x: npt.NDArray[Any]) -> tuple[Array, Array]:
+    """Per voiced frame: RPS_k = wrap(φ_k − k·φ_1), and what is left of it once the
+    RPS of the minimum-phase filter with the frame's harmonic magnitudes is taken
+    away. Both (frames, HARMONICS), NaN above BAND_TOP_HZ.
+
+    Each frame is a Hann window of three pitch periods centred on the frame, its
+    DFT taken at exactly k·f0. The residual is near 0 when the frame is a pulse
+    train through a minimum-phase filter, which is what source-filter vocoders
+    such as WORLD synthesise; a human glottal pulse is not minimum phase.
+    """
+    xd = np.asarray(x, dtype=np.float64)
+    f0, centres = yin_f0(xd)
+    ks = np.arange(1, HARMONICS + 1)
+    half = (np.floor(3 * SR / np.where(f0 > 0, f0, F0_MAX) + 0.5).astype(np.int64) | 1) // 2
+    keep = ((f0 > 0) & (centres - half >= 0) & (centres + half < len(xd))
+            & (2 * f0 <= BAND_TOP_HZ))
+    f0, centres, half = f0[keep], centres[keep], half[keep]
+    if len(f0) == 0:
+        return np.zeros((0, HARMONICS)), np.zeros((0, HARMONICS))
+    t = np.arange(-half.max(), half.max() + 1)
+    inside = np.abs(t)[None, :] <= half[:, None]
+    window = np.where(inside, 0.5 + 0.5 * np.cos(np.pi * t[None, :] / half[:, None]), 0.0)
+    index = np.clip(centres[:, None] + t[None, :], 0, len(xd) - 1)
+    segment = xd[index] * window
+    rotation = np.exp(-2j * np.pi * (f0[:, None] / SR) * t[None, :])
+    kernel = segment.astype(np.complex128)
+    spectrum = np.empty((len(f0), HARMONICS), dtype=np.complex128)
+    for k in range(HARMONICS):  # harmonic k+1's kernel is rotation^(k+1) times the segment
+        kernel *= rotation
+        spectrum[:, k] = kernel.sum(axis=1)
+    phase = np.angle(spectrum)
+    rps = _wrap(phase - ks[None, :] * phase[:, :1])
+    in_band = ks[None, :] * f0[:, None] <= BAND_TOP_HZ
+    n_band = in_band.sum(axis=1)
+    theta = _minimum_phase(f0, np.log(np.abs(spectrum) + 1e-9), n_band)
+    residual = np.where(in_band, _wrap(rps - (theta - ks[None, :] * theta[:, :1])), np.nan)
+    return np.where(in_band, rps, np.nan), residual
+
+
+def _circular_stats(angles: Array) -> tuple[Array, Array, Array]:
+    """Resultant length, mean cosine and mean sine per column, NaN-aware."""
+    ok = ~np.isnan(angles)
+    z = np.where(ok, np.exp(1j * np.nan_to_num(angles)), 0)
+    mean = z.sum(axis=0) / ok.sum(axis=0).clip(1)
+    return np.abs(mean), mean.real, mean.imag
+
+
+def window_features(x: npt.NDArray[Any]) -> Array:
+    """Per-window phase statistics. RPS of harmonics 2-12: how concentrated each
+    is (resultant length), its mean cosine, how much it moves frame to frame (mean
+    |Δ| and mean cos Δ). Minimum-phase residual of harmonics 2-7: resultant length,
+    mean cosine and sine. And the log number of voiced frames. All zero when the
+    window has fewer than MIN_VOICED_FRAMES voiced frames."""
+    rps, residual = harmonic_phases(x)
+    if len(rps) < MIN_VOICED_FRAMES:
+        return np.zeros(N_FEATURES)
+    r = rps[:, STAT_HARMONICS]
+    ok = ~np.isnan(r)
+    z = np.where(ok, np.exp(1j * np.nan_to_num(r)), 0)
+    mean = z.sum(axis=0) / ok.sum(axis=0).clip(1)
+    step = np.angle(z[1:] * np.conj(z[:-1]))
+    ok_step = ok[1:] & ok[:-1]
+    n_step = ok_step.sum(axis=0).clip(1)
+    features: Array = np.r_[
+        np.abs(mean),
+        mean.real,
+        np.where(ok_step, np.abs(step), 0).sum(axis=0) / n_step,
+        np.where(ok_step, np.cos(step), 0).sum(axis=0) / n_step,
+        *_circular_stats(residual[:, RESIDUAL_HARMONICS]),
+        np.log(len(rps)),
+    ]
+    return features
+
+
+def voiced_frames(features: Array) -> Array:
+    """How many voiced frames each row of window statistics came from (0: too few)."""
+    counts: Array = np.where(features[..., -1] > 0, np.exp(features[..., -1]), 0.0)
+    return np.rint(counts)
+
+
+@dataclass(frozen=True)
+class GenuinePhaseModel:
+    """A Gaussian of genuine windows' RPS statistics; distance = log Mahalanobis."""
+
+    mean: Array
+    scale: Array
+    precision: Array
+
+    @classmethod
+    def fit(cls, features: Array) -> GenuinePhaseModel:
+        """Standardise, then invert the covariance shrunk towards the identity
+        (63 statistics from a few hundred windows: the raw covariance is noisy)."""
+        mean = features.mean(axis=0)
+        scale = features.std(axis=0) + 1e-6
+        z = (features - mean) / scale
+        cov = np.cov(z.T) + SHRINKAGE * np.eye(z.shape[1])
+        return cls(mean, scale, np.linalg.inv(cov).astype(np.float64))
+
+    def distance(self, features: Array) -> Array:
+        z = (features - self.mean) / self.scale
+        result: Array = np.log(np.einsum("ij,jk,ik->i", z, self.precision, z) + 1e-9)
+        return result
+
+    def window_distances(self, windows: npt.NDArray[Any]) -> Array:
+        """Distance of each window (rows of samples at 16 kHz); NaN where a window has
+        fewer than MIN_VOICED_FRAMES voiced frames (nothing to judge the phase on)."""
+        features = np.stack([window_features(w) for w in windows])
+        judged = voiced_frames(features) >= MIN_VOICED_FRAMES
+        return np.where(judged, self.distance(features), np.nan)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                "precision": self.precision.tolist()}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> GenuinePhaseModel:
+        mean = np.asarray(doc["mean"], dtype=np.float64)
+        scale = np.asarray(doc["scale"], dtype=np.float64)
+        precision = np.asarray(doc["precision"], dtype=np.float64)
+        if mean.shape != (N_FEATURES,) or scale.shape != (N_FEATURES,) or \
+                precision.shape != (N_FEATURES, N_FEATURES):
+            raise ValueError(f"phase model needs {N_FEATURES} statistics, got "
+                             f"{mean.shape}, {scale.shape}, {precision.shape}")
+        return cls(mean, scale, precision)
+
+
+def hinge(z_cnn: Array, z_phase: Array, floor: float) -> Array:
+    """The CNN's z-score plus the phase z-score only where it exceeds ``floor`` (its
+    genuine HINGE_QUANTILE quantile): the cue speaks only when it is sure, so families whose
+    phases look natural (magnitude-only resynthesis) keep the CNN's score untouched.
+    NaN phase (too few voiced frames to judge) adds nothing."""
+    extra = np.where(np.isnan(z_phase), 0.0, np.maximum(0.0, np.nan_to_num(z_phase) - floor))
+    fused: Array = z_cnn + extra
+    return fused
+
+
+@dataclass(frozen=True)
+class PhaseCue:
+    """The cue as shipped beside one CNN (``pairs_with``): the genuine model, and the
+    genuine references that put the phase distance on the CNN margin's scale
+    (``models/fit_phase_cue.py`` writes them).
+
+    The fused score is a margin in the CNN's own units, so the CNN's calibration
+    still applies: where the cue is silent the detector says exactly what the CNN
+    says, and where it is sure it adds its excess over the genuine floor.
+    """
+
+    version: str
+    pairs_with: str
+    genuine: GenuinePhaseModel
+    cnn_sd: float
+    phase_mean: float
+    phase_sd: float
+    phase_floor: float
+
+    def fuse(self, margin: float, distance: float) -> float:
+        """The fused spoof margin of one window: the CNN's, plus the hinge's excess."""
+        z_phase = np.array([(distance - self.phase_mean) / self.phase_sd])
+        fused = hinge(np.array([margin / self.cnn_sd]), z_phase, self.phase_floor)
+        return float(fused[0] * self.cnn_sd)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": "voice_phase", "version": self.version, "pairs_with": self.pairs_with,
+            "fusion": {"cnn_sd": self.cnn_sd, "phase_mean": self.phase_mean,
+                       "phase_sd": self.phase_sd, "phase_floor": self.phase_floor},
+            "genuine_model": self.genuine.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> PhaseCue:
+        fusion = doc["fusion"]
+        return cls(
+            version=str(doc["version"]), pairs_with=str(doc["pairs_with"]),
+            genuine=GenuinePhaseModel.from_dict(doc["genuine_model"]),
+            cnn_sd=float(fusion["cnn_sd"]), phase_mean=float(fusion["phase_mean"]),
+            phase_sd=float(fusion["phase_sd"]), phase_floor=float(fusion["phase_floor"]),
+        )
+
+
+def load_beside(model_path: Path) -> PhaseCue | None:
+    """The phase cue kept in the model's folder (``voice_phase.json``), or None."""
+    path = model_path.with_name(PHASE_CUE_FILE)
+    if not path.exists():
+        return None
+    try:
+        return PhaseCue.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"phase cue {path} is unreadable: {exc!r}") from exc

@@ -1,0 +1,145 @@
+"""The relative-phase cue (streamguard/detectors/phase_cue.py) measures what it claims."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from streamguard.config import GuardConfig, bundled_model_path
+from streamguard.detectors import VoiceCloneDetector
+from streamguard.detectors import phase_cue as rp
+from streamguard.errors import ModelError
+from streamguard.guard import Guard
+from streamguard.inference import OnnxModel
+
+SR = rp.SR
+
+
+def harmonic_tone(f0: float, phases: np.ndarray, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return sum(np.cos(2 * np.pi * (k + 1) * f0 * t + p) / (k + 1)
+               for k, p in enumerate(phases))
+
+
+def test_yin_finds_the_f0_and_leaves_noise_unvoiced():
+    f0, _ = rp.yin_f0(harmonic_tone(137.0, np.zeros(20)))
+    assert np.all(f0 > 0)
+    assert np.median(f0) == pytest.approx(137.0, rel=0.005)
+    noise = np.random.default_rng(0).normal(0, 0.1, SR)
+    f0_noise, _ = rp.yin_f0(noise)
+    assert (f0_noise > 0).mean() < 0.2
+
+
+def test_rps_is_the_rule_the_phases_were_set_by_and_ignores_where_the_window_sits():
+    phases = np.random.default_rng(1).uniform(-np.pi, np.pi, 20)
+    phases[0] = 0.0
+    x = harmonic_tone(150.0, phases)
+    rps = rp.harmonic_phases(x)[0]
+    # a constant phase offset per harmonic: φ_k − k·φ_1 = offset_k at every frame
+    k = np.arange(2, 8)
+    got = np.angle(np.exp(1j * rps[:, k - 1]))
+    want = np.angle(np.exp(1j * phases[k - 1]))
+    assert np.allclose(np.angle(np.exp(1j * (got - want))), 0, atol=0.05)
+    delayed = rp.harmonic_phases(np.r_[np.zeros(37), x][: len(x)])[0]
+    assert np.allclose(np.nanmedian(np.cos(delayed[:, k - 1] - rps[:, k - 1]), axis=0), 1,
+                       atol=1e-3)
+
+
+def test_rps_leaves_out_harmonics_above_the_telephone_band():
+    rps, residual = rp.harmonic_phases(harmonic_tone(300.0, np.zeros(16)))
+    assert np.isnan(rps[:, 12:]).all()  # 13 × 300 Hz > 3.8 kHz
+    assert not np.isnan(rps[:, :12]).any()
+    assert np.array_equal(np.isnan(residual), np.isnan(rps))
+
+
+def test_a_pulse_train_through_a_minimum_phase_filter_leaves_no_residual():
+    from scipy.signal import lfilter
+
+    pulses = np.zeros(SR)
+    pulses[::100] = 1.0  # 160 Hz
+    poles = [0.97 * np.exp(2j * np.pi * f / SR) for f in (500, 1500, 2500)]
+    a = np.real(np.poly(poles + [np.conj(p) for p in poles]))
+    voice = lfilter([1.0], a, pulses)
+    _, residual = rp.harmonic_phases(voice)
+    assert np.nanmedian(np.cos(residual[:, 1:7])) > 0.9
+    # the same magnitudes, every harmonic in zero phase: far from minimum phase
+    _, zero_phase = rp.harmonic_phases(np.real(np.fft.ifft(np.abs(np.fft.fft(voice)))))
+    assert np.nanmedian(np.cos(zero_phase[:, 1:7])) < 0.5
+
+
+def test_fixed_phases_are_far_from_a_genuine_model_of_drifting_phases():
+    rng = np.random.default_rng(2)
+    drifting = []
+    for _ in range(40):  # stand-in for speech: every harmonic's phase wanders
+        t = np.arange(SR) / SR
+        f0 = rng.uniform(100, 220)
+        x = sum(np.cos(2 * np.pi * k * f0 * t + np.cumsum(rng.normal(0, 0.02, SR))) / k
+                for k in range(1, 16))
+        drifting.append(rp.window_features(x))
+    model = rp.GenuinePhaseModel.fit(np.array(drifting[:30]))
+    inliers = model.distance(np.array(drifting[30:]))
+    fixed = model.distance(rp.window_features(harmonic_tone(160.0, np.zeros(16)))[None])
+    assert fixed[0] > inliers.max()
+
+
+def test_windows_with_too_few_voiced_frames_are_not_judged():
+    rng = np.random.default_rng(4)
+    model = rp.GenuinePhaseModel.fit(rng.normal(size=(200, rp.N_FEATURES)))
+    windows = np.stack([np.zeros(64600), rng.normal(0, 0.1, 64600),
+                        harmonic_tone(150.0, np.zeros(16), seconds=5)[:64600]])
+    distances = model.window_distances(windows)
+    assert np.isnan(distances[:2]).all() and np.isfinite(distances[2])
+    z_cnn = np.array([1.5, 1.5])
+    assert np.array_equal(rp.hinge(z_cnn, np.array([np.nan, 0.0]), floor=1.0), z_cnn)
+    assert rp.hinge(z_cnn, np.array([4.0, 4.0]), floor=1.0).tolist() == [4.5, 4.5]
+
+
+def test_a_cue_file_is_read_beside_its_model_and_a_broken_one_is_refused(tmp_path):
+    model_path = tmp_path / "voice_clone.onnx"
+    assert rp.load_beside(model_path) is None
+    (tmp_path / rp.PHASE_CUE_FILE).write_text('{"version": "x"}')
+    with pytest.raises(ModelError, match="unreadable"):
+        rp.load_beside(model_path)
+    shipped = rp.load_beside(bundled_model_path())
+    assert shipped is not None
+    doc = shipped.to_dict()
+    doc["genuine_model"]["mean"] = doc["genuine_model"]["mean"][:-1]
+    (tmp_path / rp.PHASE_CUE_FILE).write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match="statistics"):
+        rp.load_beside(model_path)
+
+
+def test_the_shipped_cue_pairs_with_the_shipped_model_and_can_be_turned_off():
+    model = OnnxModel(bundled_model_path())
+    cue = rp.load_beside(bundled_model_path())
+    assert cue is not None and cue.pairs_with == model.info.version
+    on = Guard.from_config(GuardConfig())
+    assert on.detector.phase is not None
+    assert on.detector.version == f"{model.info.version}+{cue.version}"
+    assert Guard.from_config(GuardConfig(phase_cue=False)).detector.phase is None
+    other = replace(cue, pairs_with="some-other-model")
+    with pytest.raises(ModelError, match="fitted for some-other-model"):
+        VoiceCloneDetector(model.info, other)
+
+
+def test_the_batch_carries_the_phase_distance_and_the_score_fuses_it():
+    model = OnnxModel(bundled_model_path())
+    cue = rp.load_beside(bundled_model_path())
+    detector = VoiceCloneDetector(model.info, cue)
+    voiced = harmonic_tone(140.0, np.zeros(16), seconds=5)[:64600].astype(np.float32)
+    batch = np.stack([0.3 * voiced, np.zeros(64600, dtype=np.float32)])
+    rows = detector.batch_runner(model.run)(batch)
+    assert rows.shape == (2, 3)
+    assert np.isfinite(rows[0, 2]) and np.isnan(rows[1, 2])
+    alone = VoiceCloneDetector(model.info)
+    # a tone with every harmonic in phase is nothing like speech: the cue pushes it up
+    fixed = detector.score(rows[0])
+    assert fixed.phase_distance is not None and fixed.margin == alone.score(rows[0, :2]).margin
+    assert fixed.logit > alone.score(rows[0, :2]).logit + 1.0
+    # where the cue cannot judge (or is below its floor) the CNN's calibrated score stands
+    silent = detector.score(rows[1])
+    assert silent.logit == pytest.approx(alone.score(rows[1, :2]).logit, abs=1e-6)
+    assert silent.probability == pytest.approx(alone.score(rows[1, :2]).probability)
