@@ -8,6 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from gateway.cli import main
+from gateway.demo import bundled_samples
 from streamguard.config import GuardConfig, bundled_model_path
 from streamguard.detectors import VoiceCloneDetector
 from streamguard.detectors import phase_cue as rp
@@ -25,12 +27,22 @@ def harmonic_tone(f0: float, phases: np.ndarray, seconds: float = 1.0) -> np.nda
 
 
 def test_yin_finds_the_f0_and_leaves_noise_unvoiced():
-    f0, _ = rp.yin_f0(harmonic_tone(137.0, np.zeros(20)))
+    f0, _ = rp.yin_f0(rp.to_analysis_rate(harmonic_tone(137.0, np.zeros(20))))
     assert np.all(f0 > 0)
     assert np.median(f0) == pytest.approx(137.0, rel=0.005)
     noise = np.random.default_rng(0).normal(0, 0.1, SR)
-    f0_noise, _ = rp.yin_f0(noise)
+    f0_noise, _ = rp.yin_f0(rp.to_analysis_rate(noise))
     assert (f0_noise > 0).mean() < 0.2
+
+
+def test_the_analysis_rate_keeps_the_telephone_band():
+    t = np.arange(SR) / SR
+    x = np.sin(2 * np.pi * 1000.0 * t) + np.sin(2 * np.pi * 6000.0 * t)
+    y = rp.to_analysis_rate(x)
+    assert len(y) == SR // 2
+    spectrum = np.abs(np.fft.rfft(y)) / (len(y) / 2)
+    assert spectrum[1000] == pytest.approx(1.0, abs=1e-6)  # 1 Hz bins at 8 kHz, 1 s
+    assert spectrum.max() == pytest.approx(1.0, abs=1e-6)  # 6 kHz is gone, not folded
 
 
 def test_rps_is_the_rule_the_phases_were_set_by_and_ignores_where_the_window_sits():
@@ -87,11 +99,15 @@ def test_fixed_phases_are_far_from_a_genuine_model_of_drifting_phases():
 
 def test_windows_with_too_few_voiced_frames_are_not_judged():
     rng = np.random.default_rng(4)
-    model = rp.GenuinePhaseModel.fit(rng.normal(size=(200, rp.N_FEATURES)))
-    windows = np.stack([np.zeros(64600), rng.normal(0, 0.1, 64600),
+    features = rng.normal(size=(200, rp.N_FEATURES))
+    features[:, -1] = np.log(100)  # every fitted window had 100 voiced frames
+    model = rp.GenuinePhaseModel.fit(features)
+    voiced_briefly = np.zeros(64600)
+    voiced_briefly[:8000] = harmonic_tone(150.0, np.zeros(16))[:8000]  # 0.5 s < 30 frames
+    windows = np.stack([np.zeros(64600), rng.normal(0, 0.1, 64600), voiced_briefly,
                         harmonic_tone(150.0, np.zeros(16), seconds=5)[:64600]])
     distances = model.window_distances(windows)
-    assert np.isnan(distances[:2]).all() and np.isfinite(distances[2])
+    assert np.isnan(distances[:3]).all() and np.isfinite(distances[3])
     z_cnn = np.array([1.5, 1.5])
     assert np.array_equal(rp.hinge(z_cnn, np.array([np.nan, 0.0]), floor=1.0), z_cnn)
     assert rp.hinge(z_cnn, np.array([4.0, 4.0]), floor=1.0).tolist() == [4.5, 4.5]
@@ -143,3 +159,14 @@ def test_the_batch_carries_the_phase_distance_and_the_score_fuses_it():
     silent = detector.score(rows[1])
     assert silent.logit == pytest.approx(alone.score(rows[1, :2]).logit, abs=1e-6)
     assert silent.probability == pytest.approx(alone.score(rows[1, :2]).probability)
+
+
+def test_scan_names_the_pair_and_can_run_the_model_alone(capsys):
+    genuine, _ = bundled_samples()
+    assert main(["scan", "--json", genuine]) == 0
+    assert main(["scan", "--json", "--no-phase-cue", genuine]) == 0
+    with_cue, alone = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    version = OnnxModel(bundled_model_path()).info.version
+    assert with_cue["model_version"].startswith(f"{version}+rps-")
+    assert alone["model_version"] == version
+    assert with_cue["verdict"] == alone["verdict"] == "clear"
