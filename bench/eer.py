@@ -43,6 +43,10 @@ model on these files before one replaces it.
 Scores follow the AASIST reference recipe (first 64 600 samples of each file,
 tiled if shorter), so numbers are comparable to the published ones.
 
+Beside the shipped model alone (``shipped``), every part scores the detector
+as it runs by default, the shipped model with the relative-phase cue fitted
+for it (``shipped+phase``: the fused margin on the model's own calibration).
+
 Run from the repository root: ``python -m bench.eer``. Writes
 bench/results/eer.json and bench/results/det.png (DET curves of both parts).
 """
@@ -65,6 +69,7 @@ from bench.metrics import bootstrap_eer, det_points, eer, rates_at
 from streamguard import Guard, GuardConfig
 from streamguard.config import bundled_model_path
 from streamguard.detectors import VoiceCloneDetector
+from streamguard.detectors.phase_cue import PhaseCue, load_beside
 from streamguard.inference import OnnxModel
 from streamguard.inference.onnx_model import ModelInfo
 from streamguard.media import (
@@ -86,6 +91,7 @@ OUT = REPO / "bench" / "results"
 SHARED_FAMILY = {"spoof_piper": "piper-joe", "spoof_espeak": "espeak-ng",
                  "bonafide": "librispeech"}
 CHANNELS = ("wideband", "mulaw8k")
+PAIR = "shipped+phase"  # the shipped model with its phase cue, as the Guard runs it
 sys.path.insert(0, str(REPO / "models"))
 
 # Families made by resynthesising genuine recordings: their bootstrap unit is the
@@ -107,19 +113,31 @@ def load_corpus() -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def score_files(model: OnnxModel, audio: list[np.ndarray], batch: int = 8) -> np.ndarray:
-    detector = VoiceCloneDetector(model.info)
+def score_files(model: OnnxModel, audio: list[np.ndarray], batch: int = 8,
+                phase: PhaseCue | None = None) -> np.ndarray:
+    """Spoof margin per file; with ``phase``, the margin fused with the phase cue."""
+    detector = VoiceCloneDetector(model.info, phase)
+    run = detector.batch_runner(model.run)
     inputs = np.stack([detector.prepare(pcm16_to_float(pcm)) for pcm in audio])
     margins = []
     for start in range(0, len(inputs), batch):
-        for row in model.run(inputs[start:start + batch]):
-            margins.append(detector.score(row).margin)
+        for row in run(inputs[start:start + batch]):
+            score = detector.score(row)
+            margins.append(score.margin if phase is None
+                           else phase.fuse(score.margin, float(row[2])))
     return np.array(margins)
 
 
-async def pipeline_probabilities(model_path: Path, audio: list[np.ndarray]) -> np.ndarray:
+def phase_of(name: str, path: Path) -> PhaseCue | None:
+    """The phase cue a bench entry runs with: only the shipped pair has one."""
+    return load_beside(path) if name == PAIR else None
+
+
+async def pipeline_probabilities(model_path: Path, audio: list[np.ndarray],
+                                 phase_cue: bool) -> np.ndarray:
     probs = []
-    async with Guard.from_config(GuardConfig(model_path=model_path)) as guard:
+    async with Guard.from_config(GuardConfig(model_path=model_path,
+                                             phase_cue=phase_cue)) as guard:
         for i, pcm in enumerate(audio):
             result = await scan_pcm(guard, f"eer-{i}", pcm, 16000)
             assert result.final is not None
@@ -353,11 +371,13 @@ def score_rows(rows: list[dict], subset: np.ndarray, models: dict[str, Path], ro
         model = OnnxModel(path, intra_op_threads=2)
         cal = model.info.calibration
         threshold = -cal.b / cal.a
-        idx = np.arange(len(rows)) if name in ("shipped", "candidate") else subset
-        entry: dict = {"version": model.info.version, "files": len(idx)}
+        idx = np.arange(len(rows)) if name in ("shipped", PAIR, "candidate") else subset
+        phase = phase_of(name, path)
+        entry: dict = {"version": model.info.version if phase is None
+                       else f"{model.info.version}+{phase.version}", "files": len(idx)}
         for cond in CHANNELS:
             t1 = time.time()
-            margins = score_files(model, [audio[cond][i] for i in idx])
+            margins = score_files(model, [audio[cond][i] for i in idx], phase=phase)
             entry[cond] = split_report(margins, labels[idx], families[idx], groups[idx],
                                        threshold, rounds)
             entry[cond]["score_seconds"] = round(time.time() - t1, 1)
@@ -404,7 +424,7 @@ def plot_det(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], path: 
     ticks = np.array([0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4])
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 6), squeeze=False)
     styles = {"wideband": "-", "mulaw8k": "--"}
-    colours = {"shipped": "C0", "AASIST": "C1", "AASIST-L": "C2"}
+    colours = {"shipped": "C0", "AASIST": "C1", "AASIST-L": "C2", PAIR: "C3"}
     for ax, (title, curves) in zip(axes[0], panels.items(), strict=True):
         for name, (fpr, fnr) in curves.items():
             clip = lambda v: norm.ppf(np.clip(v, 0.002, 0.998))  # noqa: E731
@@ -451,7 +471,7 @@ def main() -> int:
         if args.unseen_only:
             with tempfile.TemporaryDirectory() as tmp:
                 models = {} if args.skip_aasist else import_references(Path(tmp))
-                models["shipped"] = bundled_model_path()
+                models["shipped"] = models[PAIR] = bundled_model_path()
                 results["unseen_families"] = evaluate_unseen_families(
                     models, args.aasist_max_files, args.bootstrap)
         write_results(results)
@@ -482,23 +502,26 @@ def main() -> int:
         models: dict[str, Path] = {}
         if not args.skip_aasist:
             models.update(import_references(Path(tmp)))
-        models["shipped"] = bundled_model_path()
+        models["shipped"] = models[PAIR] = bundled_model_path()
         for name, path in models.items():
             model = OnnxModel(path, intra_op_threads=2)
             cal = model.info.calibration
             # Operating point: calibrated P(synthetic) >= 0.5, i.e. a*m + b >= 0.
             threshold = -cal.b / cal.a
-            entry: dict = {"version": model.info.version, "calibration": cal.method}
+            phase = phase_of(name, path)
+            entry: dict = {"version": model.info.version if phase is None
+                           else f"{model.info.version}+{phase.version}",
+                           "calibration": cal.method}
             for cond, audio in conditions.items():
-                margins = score_files(model, audio)
+                margins = score_files(model, audio, phase=phase)
                 entry[cond] = {"all": summarise(margins, labels, sources, speakers, threshold)}
                 curves[f"{name} {cond}"] = det_points(margins, labels)
-                if name == "shipped" and test_mask.any():
+                if name in ("shipped", PAIR) and test_mask.any():
                     m = test_mask
                     entry[cond]["test_split"] = summarise(margins[m], labels[m], sources[m],
                                                           speakers[m], threshold)
-                    probs = asyncio.run(pipeline_probabilities(path, [audio[i] for i in
-                                                                      np.nonzero(m)[0]]))
+                    probs = asyncio.run(pipeline_probabilities(
+                        path, [audio[i] for i in np.nonzero(m)[0]], phase is not None))
                     entry[cond]["test_split_pipeline"] = summarise(
                         probs, labels[m], sources[m], speakers[m], 0.5)
                     curves[f"{name} {cond} test split"] = det_points(margins[m], labels[m])

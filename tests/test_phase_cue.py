@@ -170,3 +170,20 @@ def test_scan_names_the_pair_and_can_run_the_model_alone(capsys):
     assert with_cue["model_version"].startswith(f"{version}+rps-")
     assert alone["model_version"] == version
     assert with_cue["verdict"] == alone["verdict"] == "clear"
+
+
+def test_the_eer_bench_scores_the_pair_as_the_guard_runs_it():
+    from bench.eer import PAIR, phase_of, score_files
+    from streamguard.media import decode_file
+
+    genuine, synthetic = bundled_samples()
+    audio = [decode_file(path).pcm for path in (genuine, synthetic)]
+    audio.append(np.zeros(64600, dtype=np.int16))  # nothing voiced: the CNN alone
+    model = OnnxModel(bundled_model_path())
+    assert phase_of("shipped", bundled_model_path()) is None
+    cue = phase_of(PAIR, bundled_model_path())
+    assert cue is not None
+    alone = score_files(model, audio)
+    fused = score_files(model, audio, phase=cue)
+    assert np.all(fused >= alone - 1e-6)
+    assert fused[2] == pytest.approx(alone[2])

@@ -17,7 +17,7 @@ never sees a spoof; ``models/fit_phase_cue.py`` fits it.
 
 Windows are analysed at 8 kHz in 20 ms frames (the cue only uses harmonics
 up to 3.8 kHz, so it reads wideband and telephone audio alike) and every
-step is vectorised over frames: about 7 ms of numpy per 4 s window.
+step is vectorised over frames: about 8 ms of numpy per 4 s window.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ BAND_TOP_HZ = 3800.0  # harmonics above this are left out: telephony keeps < 4 k
 STAT_HARMONICS = slice(1, 12)  # RPS_2 .. RPS_12 (RPS_1 is 0 by definition)
 RESIDUAL_HARMONICS = slice(1, 7)  # harmonics 2-7: present in every voice under 3.8 kHz
 N_FEATURES = 4 * 11 + 3 * 6 + 1
-MIN_VOICED_FRAMES = 30
+MIN_VOICED_FRAMES = 30  # 0.6 s of voicing; fewer frames give statistics too noisy to judge
 ENVELOPE_FFT = 512
 SHRINKAGE = 0.05
 PHASE_CUE_FILE = "voice_phase.json"
