@@ -83,17 +83,25 @@ def read_scores(path: Path) -> list[dict]:
 
 
 def z_by(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
-    return (values - reference.mean()) / (reference.std() + 1e-9)
+    """z-scores against the reference's judged (non-NaN) values."""
+    return (values - np.nanmean(reference)) / (np.nanstd(reference) + 1e-9)
+
+
+def no_opinion(judged: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The cue alone: a window it cannot judge (NaN) scores as the median genuine
+    ``reference`` window, neither for nor against."""
+    return np.where(np.isnan(judged), np.nanmedian(reference), judged)
 
 
 def fusions(cal_cnn: np.ndarray, cal_rps: np.ndarray, cnn: np.ndarray,
             rps: np.ndarray) -> dict[str, np.ndarray]:
     """Two fusions of z-scores normalised by the genuine calibration files: the
     plain sum, and the CNN plus only the part of the phase z-score above its
-    genuine 90th percentile (the cue speaks only when it is sure)."""
+    genuine 90th percentile (the cue speaks only when it is sure). ``rps`` and
+    ``cal_rps`` are judged distances: NaN (too few voiced frames) adds nothing."""
     z_cnn, z_rps = z_by(cal_cnn, cnn), z_by(cal_rps, rps)
-    floor = float(np.quantile(z_by(cal_rps, cal_rps), HINGE_QUANTILE))
-    return {"fused": z_cnn + z_rps, "fused_hinge": hinge(z_cnn, z_rps, floor)}
+    floor = float(np.nanquantile(z_by(cal_rps, cal_rps), HINGE_QUANTILE))
+    return {"fused": z_cnn + np.nan_to_num(z_rps), "fused_hinge": hinge(z_cnn, z_rps, floor)}
 
 
 def summary(e: dict) -> str:
@@ -117,7 +125,7 @@ def shipped_fusion(items: dict, features: Features) -> dict:
 
     from streamguard.config import bundled_model_path
     from streamguard.detectors import VoiceCloneDetector
-    from streamguard.detectors.phase_cue import MIN_VOICED_FRAMES, load_beside, voiced_frames
+    from streamguard.detectors.phase_cue import load_beside
     from streamguard.inference import OnnxModel
 
     split_of = shipped_split(items)
@@ -132,9 +140,7 @@ def shipped_fusion(items: dict, features: Features) -> dict:
         return cnn_margins(model, tvc.channel_windows([items[k] for k in keys], channel))
 
     def shipped_logits(keys: list[str], channel: str, cnn: np.ndarray) -> np.ndarray:
-        f = features(channel, keys)
-        distance = np.where(voiced_frames(f) >= MIN_VOICED_FRAMES, cue.genuine.distance(f),
-                            np.nan)
+        distance = cue.genuine.judged_distance(features(channel, keys))
         cal = model.info.calibration
         return np.array([cal.a * cue.fuse(m, d) + cal.b for m, d in zip(cnn, distance,
                                                                        strict=True)])
@@ -147,9 +153,9 @@ def shipped_fusion(items: dict, features: Features) -> dict:
                  "n_bonafide": len(genuine["test"]), "families": {}}
     for channel in ("wideband", "mulaw8k"):
         cal_cnn = margins(genuine["calib"], channel)
-        cal_rps = phase.distance(features(channel, genuine["calib"]))
+        cal_rps = phase.judged_distance(features(channel, genuine["calib"]))
         g_cnn = margins(genuine["test"], channel)
-        g_rps = phase.distance(features(channel, genuine["test"]))
+        g_judged = phase.judged_distance(features(channel, genuine["test"]))
         g_shipped = shipped_logits(genuine["test"], channel, g_cnn)
         out[f"fpr_pct_shipped_cue_{channel}"] = round(100 * float(np.mean(g_shipped >= 0)), 2)
         out[f"fpr_pct_cnn_{channel}"] = round(100 * float(np.mean(
@@ -159,13 +165,14 @@ def shipped_fusion(items: dict, features: Features) -> dict:
                     and (fam not in trained or split_of[k] == "test")]
             s_cnn = margins(keys, channel)
             cnn = np.r_[g_cnn, s_cnn]
-            rps = np.r_[g_rps, phase.distance(features(channel, keys))]
+            judged = np.r_[g_judged, phase.judged_distance(features(channel, keys))]
+            rps = no_opinion(judged, cal_rps)
             s_shipped = shipped_logits(keys, channel, s_cnn)
             y = np.r_[np.zeros(len(g_cnn)), np.ones(len(keys))].astype(int)
             entry = out["families"].setdefault(fam, {"n_spoof": len(keys),
                                                      "seen_by_cnn": fam in trained})
             entry.update(eers(y, {"cnn": cnn, "rps": rps,
-                                  **fusions(cal_cnn, cal_rps, cnn, rps),
+                                  **fusions(cal_cnn, cal_rps, cnn, judged),
                                   "shipped_cue": np.r_[g_shipped, s_shipped]}, channel))
             entry[f"fnr_pct_shipped_cue_{channel}"] = round(100 * float(np.mean(s_shipped < 0)), 2)
             entry[f"fnr_pct_cnn_{channel}"] = round(100 * float(np.mean(
@@ -219,32 +226,38 @@ def main(argv: list[str] | None = None) -> int:
             y = np.array([int(r["label"]) for r in test])
             cnn = np.array([float(r["margin"]) for r in test])
             cnn_cal = np.array([float(r["margin"]) for r in cal])
-            rps = model.distance(features(channel, [r["key"] for r in test]))
-            rps_cal = model.distance(features(channel, [r["key"] for r in cal]))
+            test_features = features(channel, [r["key"] for r in test])
+            judged = model.judged_distance(test_features)
+            rps_cal = model.judged_distance(features(channel, [r["key"] for r in cal]))
+            rps = no_opinion(judged, rps_cal)
             entry = rows_out.setdefault(path.stem, {"held_out": test[0]["held_out"],
                                                     "n_spoof": int(y.sum()),
                                                     "n_bonafide": int((y == 0).sum()),
                                                     "n_calibration_bonafide": len(cal)})
             entry.update(eers(y, {"cnn": cnn, "rps": rps,
-                                  **fusions(cnn_cal, rps_cal, cnn, rps)}, channel))
+                                  **fusions(cnn_cal, rps_cal, cnn, judged)}, channel))
         e = rows_out[path.stem]
         print(f"{path.stem:40s} {e['held_out']:16s} {summary(e)}", flush=True)
     genuine_test = [k for k, it in items.items() if it.split == "test" and it.label == 0]
     families = sorted({it.family for it in items.values() if it.label == 1})
     one_class: dict = {}
     for channel in ("wideband", "mulaw8k"):
-        g = model.distance(features(channel, genuine_test))
+        reference = model.judged_distance(features(channel, genuine_train))
+        g = no_opinion(model.judged_distance(features(channel, genuine_test)), reference)
         for fam in families:
             keys = [k for k, it in items.items() if it.label == 1 and it.family == fam]
-            s = model.distance(features(channel, keys))
+            s = no_opinion(model.judged_distance(features(channel, keys)), reference)
             y = np.r_[np.zeros(len(g)), np.ones(len(s))].astype(int)
             one_class.setdefault(fam, {"n_spoof": len(keys)})[f"eer_pct_{channel}"] = round(
                 100 * eer(np.r_[g, s], y)[0], 2)
     doc = {
         "protocol": ("one-class RPS cue: Gaussian of per-window relative-phase-shift "
-                     "statistics (harmonics 2-12, YIN F0, 3-period Hann windows) fitted on "
-                     "the genuine training split (wideband and 8 kHz μ-law), score = log "
-                     "Mahalanobis distance; fused with bench.loso CNN margins as the sum of "
+                     "statistics (harmonics 2-12, YIN F0, 3-period Hann windows, 8 kHz, "
+                     "20 ms frames) fitted on the genuine training split (wideband and 8 kHz "
+                     "μ-law), score = log Mahalanobis distance of windows with >= 30 voiced "
+                     "frames (the cue alone scores the others as the median genuine "
+                     "window; in the fusions they keep the CNN's score); fused with "
+                     "bench.loso CNN margins as the sum of "
                      "z-scores normalised by the genuine calibration split (fused), or the CNN "
                      "z-score plus the phase z-score above its genuine calibration 90th "
                      "percentile (fused_hinge); EER of all files "

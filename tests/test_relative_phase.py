@@ -26,3 +26,15 @@ def test_the_hinge_fusion_leaves_the_cnn_alone_until_the_phase_cue_is_sure():
     assert np.allclose(fused["fused_hinge"][:2], z_cnn[:2])
     assert fused["fused_hinge"][2] > z_cnn[2] + 10
     assert np.allclose(fused["fused"], z_cnn + (rps - cal_rps.mean()) / cal_rps.std())
+
+
+def test_windows_the_cue_cannot_judge_keep_the_cnn_score_in_both_fusions():
+    rng = np.random.default_rng(4)
+    cal_cnn, cal_rps = rng.normal(0, 1, 200), rng.normal(5, 2, 200)
+    cal_rps[:20] = np.nan  # calibration windows with too few voiced frames set no scale
+    cnn, rps = np.array([0.5, 0.5]), np.array([np.nan, 40.0])
+    fused = rp.fusions(cal_cnn, cal_rps, cnn, rps)
+    z_cnn = (cnn - cal_cnn.mean()) / cal_cnn.std()
+    assert fused["fused"][0] == pytest.approx(z_cnn[0])
+    assert fused["fused_hinge"][0] == pytest.approx(z_cnn[0])
+    assert np.isfinite(fused["fused"]).all() and fused["fused_hinge"][1] > z_cnn[1] + 10

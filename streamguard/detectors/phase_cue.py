@@ -233,12 +233,16 @@ class GenuinePhaseModel:
         result: Array = np.log(np.einsum("ij,jk,ik->i", z, self.precision, z) + 1e-9)
         return result
 
-    def window_distances(self, windows: npt.NDArray[Any]) -> Array:
-        """Distance of each window (rows of samples at 16 kHz); NaN where a window has
-        fewer than MIN_VOICED_FRAMES voiced frames (nothing to judge the phase on)."""
-        features = np.stack([window_features(w) for w in windows])
+    def judged_distance(self, features: Array) -> Array:
+        """:meth:`distance`, NaN where a window had fewer than MIN_VOICED_FRAMES voiced
+        frames (nothing to judge the phase on)."""
         judged = voiced_frames(features) >= MIN_VOICED_FRAMES
-        return np.where(judged, self.distance(features), np.nan)
+        result: Array = np.where(judged, self.distance(features), np.nan)
+        return result
+
+    def window_distances(self, windows: npt.NDArray[Any]) -> Array:
+        """Judged distance of each window (rows of samples at 16 kHz)."""
+        return self.judged_distance(np.stack([window_features(w) for w in windows]))
 
     def to_dict(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist(),
