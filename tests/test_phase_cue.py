@@ -136,6 +136,7 @@ def test_the_shipped_cue_pairs_with_the_shipped_model_and_can_be_turned_off():
     assert on.detector.phase is not None
     assert on.detector.version == f"{model.info.version}+{cue.version}"
     assert Guard.from_config(GuardConfig(phase_cue=False)).detector.phase is None
+    assert GuardConfig.from_mapping({"phase_cue": False}).phase_cue is False  # settings file
     other = replace(cue, pairs_with="some-other-model")
     with pytest.raises(ModelError, match="fitted for some-other-model"):
         VoiceCloneDetector(model.info, other)
