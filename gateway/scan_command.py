@@ -49,7 +49,7 @@ def result_record(path: str, result: ScanResult) -> dict[str, Any]:
         "windows": [
             {"start": round(v.start, 3), "end": round(v.end, 3), "score": v.raw_score,
              "probability": v.window_probability, "fused_probability": v.probability,
-             "state": v.state.value, "speech_ratio": v.speech_ratio}
+             "state": v.state.value, "speech_ratio": v.speech_ratio, "phase_z": v.phase_z}
             for v in result.verdicts
         ],
     }

@@ -28,6 +28,9 @@ class Verdict:
     ``interval`` its uncertainty (90 % by default); both are ``None`` only for
     a final verdict on a stream that never had enough speech. ``disclosure``
     says why a stream is ``disclosed_synthetic`` (e.g. the verified watermark).
+    ``phase_z`` is the window's relative-phase cue z-score against genuine speech
+    (None without the cue or when the window had too little voicing to judge), so
+    an analyst can see when the cue, not the model, raised the score.
     """
 
     stream_id: str
@@ -48,6 +51,7 @@ class Verdict:
     latency_ms: float | None = None
     final: bool = False
     disclosure: dict[str, Any] | None = None
+    phase_z: float | None = None
 
     @property
     def changed(self) -> bool:

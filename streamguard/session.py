@@ -495,6 +495,7 @@ class Session:
             model_version=self._detector.version, speech_ratio=window.speech_ratio,
             latency_ms=latency * 1000.0,
             disclosure=self._disclosure_detail() if disclosed else None,
+            phase_z=score.phase_z,
         )
         self._queue.put_nowait(verdict)
         for action in self._policy.evaluate(verdict):

@@ -154,10 +154,12 @@ def test_the_batch_carries_the_phase_distance_and_the_score_fuses_it():
     alone = VoiceCloneDetector(model.info)
     # a tone with every harmonic in phase is nothing like speech: the cue pushes it up
     fixed = detector.score(rows[0])
-    assert fixed.phase_distance is not None and fixed.margin == alone.score(rows[0, :2]).margin
+    assert fixed.phase_z is not None and fixed.phase_z > cue.phase_floor
+    assert fixed.margin == alone.score(rows[0, :2]).margin
     assert fixed.logit > alone.score(rows[0, :2]).logit + 1.0
     # where the cue cannot judge (or is below its floor) the CNN's calibrated score stands
     silent = detector.score(rows[1])
+    assert silent.phase_z is None
     assert silent.logit == pytest.approx(alone.score(rows[1, :2]).logit, abs=1e-6)
     assert silent.probability == pytest.approx(alone.score(rows[1, :2]).probability)
 
@@ -171,6 +173,12 @@ def test_scan_names_the_pair_and_can_run_the_model_alone(capsys):
     assert with_cue["model_version"].startswith(f"{version}+rps-")
     assert alone["model_version"] == version
     assert with_cue["verdict"] == alone["verdict"] == "clear"
+    # each window says what the cue made of it; genuine speech sits below its floor
+    cue = rp.load_beside(bundled_model_path())
+    assert cue is not None
+    judged = [w["phase_z"] for w in with_cue["windows"] if w["phase_z"] is not None]
+    assert judged and max(judged) < cue.phase_floor
+    assert all(w["phase_z"] is None for w in alone["windows"])
 
 
 def test_the_eer_bench_scores_the_pair_as_the_guard_runs_it():

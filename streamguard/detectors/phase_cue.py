@@ -289,10 +289,15 @@ class PhaseCue:
     phase_sd: float
     phase_floor: float
 
+    def z(self, distance: float) -> float:
+        """A window's distance as a z-score against genuine calibration speech (NaN
+        stays NaN): above ``phase_floor`` the cue raises the window's score."""
+        return (distance - self.phase_mean) / self.phase_sd
+
     def fuse(self, margin: float, distance: float) -> float:
         """The fused spoof margin of one window: the CNN's, plus the hinge's excess."""
-        z_phase = np.array([(distance - self.phase_mean) / self.phase_sd])
-        fused = hinge(np.array([margin / self.cnn_sd]), z_phase, self.phase_floor)
+        fused = hinge(np.array([margin / self.cnn_sd]), np.array([self.z(distance)]),
+                      self.phase_floor)
         return float(fused[0] * self.cnn_sd)
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ source-filter vocoders it never saw.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,13 +34,14 @@ class WindowScore:
     """``margin`` is logit(spoof) - logit(bona fide) of the CNN; ``logit`` is the
     calibrated log-odds of the window being synthetic (of the CNN margin fused with
     the phase cue when the cue is on), ``probability`` its sigmoid.
-    ``phase_distance`` is None without the cue and NaN when the window had too few
-    voiced frames to judge."""
+    ``phase_z`` is the phase cue's z-score against genuine speech (it raised the
+    score where it exceeds the cue's floor); None without the cue or when the window
+    had too few voiced frames to judge."""
 
     margin: float
     probability: float
     logit: float
-    phase_distance: float | None = None
+    phase_z: float | None = None
 
 
 class VoiceCloneDetector:
@@ -95,4 +97,5 @@ class VoiceCloneDetector:
             return WindowScore(margin, sigmoid(logit), logit)
         distance = float(row[2])
         logit = cal.a * self.phase.fuse(margin, distance) + cal.b
-        return WindowScore(margin, sigmoid(logit), logit, distance)
+        z = self.phase.z(distance)
+        return WindowScore(margin, sigmoid(logit), logit, None if math.isnan(z) else z)
