@@ -373,8 +373,8 @@ def score_rows(rows: list[dict], subset: np.ndarray, models: dict[str, Path], ro
         threshold = -cal.b / cal.a
         idx = np.arange(len(rows)) if name in ("shipped", PAIR, "candidate") else subset
         phase = phase_of(name, path)
-        entry: dict = {"version": model.info.version if phase is None
-                       else f"{model.info.version}+{phase.version}", "files": len(idx)}
+        entry: dict = {"version": VoiceCloneDetector(model.info, phase).version,
+                       "files": len(idx)}
         for cond in CHANNELS:
             t1 = time.time()
             margins = score_files(model, [audio[cond][i] for i in idx], phase=phase)
@@ -509,8 +509,7 @@ def main() -> int:
             # Operating point: calibrated P(synthetic) >= 0.5, i.e. a*m + b >= 0.
             threshold = -cal.b / cal.a
             phase = phase_of(name, path)
-            entry: dict = {"version": model.info.version if phase is None
-                           else f"{model.info.version}+{phase.version}",
+            entry: dict = {"version": VoiceCloneDetector(model.info, phase).version,
                            "calibration": cal.method}
             for cond, audio in conditions.items():
                 margins = score_files(model, audio, phase=phase)

@@ -15,7 +15,6 @@ source-filter vocoders it never saw.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,9 +23,8 @@ import numpy.typing as npt
 from streamguard.calibration import sigmoid
 from streamguard.detectors.phase_cue import PhaseCue
 from streamguard.errors import ModelError
+from streamguard.inference.batcher import RunBatch
 from streamguard.inference.onnx_model import ModelInfo
-
-RunBatch = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
 
 
 @dataclass(frozen=True, slots=True)
