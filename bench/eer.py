@@ -369,12 +369,12 @@ def score_rows(rows: list[dict], subset: np.ndarray, models: dict[str, Path], ro
     }
     for name, path in models.items():
         model = OnnxModel(path, intra_op_threads=2)
-        cal = model.info.calibration
-        threshold = -cal.b / cal.a
         idx = np.arange(len(rows)) if name in ("shipped", PAIR, "candidate") else subset
         phase = phase_of(name, path)
-        entry: dict = {"version": VoiceCloneDetector(model.info, phase).version,
-                       "files": len(idx)}
+        detector = VoiceCloneDetector(model.info, phase)
+        cal = detector.calibration
+        threshold = -cal.b / cal.a
+        entry: dict = {"version": detector.version, "files": len(idx)}
         for cond in CHANNELS:
             t1 = time.time()
             margins = score_files(model, [audio[cond][i] for i in idx], phase=phase)
@@ -505,12 +505,12 @@ def main() -> int:
         models["shipped"] = models[PAIR] = bundled_model_path()
         for name, path in models.items():
             model = OnnxModel(path, intra_op_threads=2)
-            cal = model.info.calibration
+            phase = phase_of(name, path)
+            detector = VoiceCloneDetector(model.info, phase)
+            cal = detector.calibration
             # Operating point: calibrated P(synthetic) >= 0.5, i.e. a*m + b >= 0.
             threshold = -cal.b / cal.a
-            phase = phase_of(name, path)
-            entry: dict = {"version": VoiceCloneDetector(model.info, phase).version,
-                           "calibration": cal.method}
+            entry: dict = {"version": detector.version, "calibration": cal.method}
             for cond, audio in conditions.items():
                 margins = score_files(model, audio, phase=phase)
                 entry[cond] = {"all": summarise(margins, labels, sources, speakers, threshold)}

@@ -27,9 +27,12 @@ This bench reads `bench.loso --scores` CSVs (the CNN margins of one held-out
 family, with the genuine calibration files as reference), and reports for
 each the held-out EER of the CNN alone, of the RPS distance alone, and of
 their fusion: both normalised to z-scores by the genuine *calibration* files
-(no test file sets a scale), then summed with equal weight (``fused``), or
-the phase z-score counted only above its genuine 90th percentile
-(``fused_hinge``).
+(no test file sets a scale), then summed as the runtime sums them, the phase
+z-score weighted (``fit_phase_cue.PHASE_WEIGHT``) once the music model has had
+its say (``fused``, the rule that ships since rps-1.1.0), with equal weight and
+no music model
+(``fused_plain_sum``), or the phase z-score counted only above its genuine
+90th percentile (``fused_hinge``, the rule rps-1.0.0 shipped).
 
     nice -n 5 .venv/bin/python -m bench.relative_phase [CSV ...] [--shipped] \
         [--cache FILE.npz] [--out bench/results/relative_phase.json]
@@ -51,19 +54,18 @@ from pathlib import Path
 import numpy as np
 
 from bench.metrics import eer
-from streamguard.detectors.phase_cue import (
-    HINGE_QUANTILE,
-    GenuinePhaseModel,
-    hinge,
-    window_features,
-)
+from streamguard.detectors.phase_cue import GenuinePhaseModel, natural_z, window_features
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "models"))
 
 import train_voice_clone as tvc  # noqa: E402
+from fit_phase_cue import PHASE_WEIGHT, cnn_margins, shipped_split  # noqa: E402
+from fit_phase_cue import music_model as fit_music_model  # noqa: E402
 
 OUT = REPO / "bench" / "results" / "relative_phase.json"
+
+HINGE_QUANTILE = 0.9  # the hinge counts the phase z-score only above this genuine quantile
 
 Features = Callable[[str, list[str]], np.ndarray]  # (channel, corpus keys) -> window statistics
 
@@ -93,22 +95,39 @@ def no_opinion(judged: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(judged), np.nanmedian(reference), judged)
 
 
+def hinge(z_cnn: np.ndarray, z_phase: np.ndarray, floor: float) -> np.ndarray:
+    """The CNN's z-score plus the phase z-score only where it exceeds ``floor``: the
+    cue speaks only when it is sure (rps-1.0.0 shipped this rule). NaN phase (too few
+    voiced frames to judge) adds nothing."""
+    return z_cnn + np.maximum(0.0, np.nan_to_num(z_phase, nan=floor) - floor)
+
+
 def fusions(cal_cnn: np.ndarray, cal_rps: np.ndarray, cnn: np.ndarray,
-            rps: np.ndarray) -> dict[str, np.ndarray]:
-    """Two fusions of z-scores normalised by the genuine calibration files: the
-    plain sum, and the CNN plus only the part of the phase z-score above its
-    genuine 90th percentile (the cue speaks only when it is sure). ``rps`` and
-    ``cal_rps`` are judged distances: NaN (too few voiced frames) adds nothing."""
+            rps: np.ndarray, music: np.ndarray) -> dict[str, np.ndarray]:
+    """Fusions of z-scores normalised by the genuine calibration files: the sum as
+    the runtime makes it, PHASE_WEIGHT times the phase z-score once music has had
+    its say (``natural_z``: ``fused``); the equal-weight sum without the music
+    model (``fused_plain_sum``, stop 23's candidate); and the CNN plus only the part
+    of the phase z-score above its genuine 90th percentile (``fused_hinge``,
+    rps-1.0.0). ``rps`` and ``cal_rps`` are judged distances from the genuine speech
+    model, ``music`` the distances of ``rps``'s windows from the music model: NaN
+    (too few voiced frames) adds nothing."""
     z_cnn, z_rps = z_by(cal_cnn, cnn), z_by(cal_rps, rps)
+    z_natural = natural_z(z_rps, z_by(cal_rps, music))
     floor = float(np.nanquantile(z_by(cal_rps, cal_rps), HINGE_QUANTILE))
-    return {"fused": z_cnn + np.nan_to_num(z_rps), "fused_hinge": hinge(z_cnn, z_rps, floor)}
+    return {"fused": z_cnn + PHASE_WEIGHT * np.nan_to_num(z_natural),
+            "fused_plain_sum": z_cnn + np.nan_to_num(z_rps),
+            "fused_hinge": hinge(z_cnn, z_rps, floor)}
 
 
 def summary(e: dict) -> str:
     return (f"EER wideband / μ-law: CNN {e['eer_pct_cnn_wideband']:.1f} / "
             f"{e['eer_pct_cnn_mulaw8k']:.1f}, RPS {e['eer_pct_rps_wideband']:.1f} / "
             f"{e['eer_pct_rps_mulaw8k']:.1f}, fused {e['eer_pct_fused_wideband']:.1f} / "
-            f"{e['eer_pct_fused_mulaw8k']:.1f}, hinge {e['eer_pct_fused_hinge_wideband']:.1f} / "
+            f"{e['eer_pct_fused_mulaw8k']:.1f}, plain sum "
+            f"{e['eer_pct_fused_plain_sum_wideband']:.1f} / "
+            f"{e['eer_pct_fused_plain_sum_mulaw8k']:.1f}, hinge "
+            f"{e['eer_pct_fused_hinge_wideband']:.1f} / "
             f"{e['eer_pct_fused_hinge_mulaw8k']:.1f}")
 
 
@@ -121,8 +140,6 @@ def shipped_fusion(items: dict, features: Features) -> dict:
     """The shipped model's margins fused with the cue, on the model's own split: the
     bench's per-channel fusions, and the shipped cue as it runs (its own references,
     calibration and voicing gate, ``shipped_cue``) with its error rates at P = 0.5."""
-    from fit_phase_cue import cnn_margins, shipped_split
-
     from streamguard.config import bundled_model_path
     from streamguard.detectors import VoiceCloneDetector
     from streamguard.detectors.phase_cue import load_beside
@@ -140,10 +157,12 @@ def shipped_fusion(items: dict, features: Features) -> dict:
         return cnn_margins(model, tvc.channel_windows([items[k] for k in keys], channel))
 
     def shipped_logits(keys: list[str], channel: str, cnn: np.ndarray) -> np.ndarray:
-        distance = cue.genuine.judged_distance(features(channel, keys))
-        cal = model.info.calibration
-        return np.array([cal.a * cue.fuse(m, d) + cal.b for m, d in zip(cnn, distance,
-                                                                       strict=True)])
+        z = cue.judged_z(features(channel, keys))
+        cal = detector.calibration
+        return np.array([cal.a * cue.fuse(m, zz) + cal.b for m, zz in zip(cnn, z, strict=True)])
+
+    def music(keys: list[str], channel: str) -> np.ndarray:
+        return cue.music.distance(features(channel, keys))
 
     genuine = {split: [k for k, it in items.items() if it.label == 0 and split_of[k] == split]
                for split in ("train", "calib", "test")}
@@ -156,6 +175,7 @@ def shipped_fusion(items: dict, features: Features) -> dict:
         cal_rps = phase.judged_distance(features(channel, genuine["calib"]))
         g_cnn = margins(genuine["test"], channel)
         g_judged = phase.judged_distance(features(channel, genuine["test"]))
+        g_music = music(genuine["test"], channel)
         g_shipped = shipped_logits(genuine["test"], channel, g_cnn)
         out[f"fpr_pct_shipped_cue_{channel}"] = round(100 * float(np.mean(g_shipped >= 0)), 2)
         out[f"fpr_pct_cnn_{channel}"] = round(100 * float(np.mean(
@@ -172,7 +192,8 @@ def shipped_fusion(items: dict, features: Features) -> dict:
             entry = out["families"].setdefault(fam, {"n_spoof": len(keys),
                                                      "seen_by_cnn": fam in trained})
             entry.update(eers(y, {"cnn": cnn, "rps": rps,
-                                  **fusions(cal_cnn, cal_rps, cnn, judged),
+                                  **fusions(cal_cnn, cal_rps, cnn, judged,
+                                            np.r_[g_music, music(keys, channel)]),
                                   "shipped_cue": np.r_[g_shipped, s_shipped]}, channel))
             entry[f"fnr_pct_shipped_cue_{channel}"] = round(100 * float(np.mean(s_shipped < 0)), 2)
             entry[f"fnr_pct_cnn_{channel}"] = round(100 * float(np.mean(
@@ -217,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     model = fit_genuine_model(features, genuine_train)
     tvc.log(f"genuine RPS model: {len(genuine_train)} training files x 2 channels "
             f"({time.time() - t0:.0f} s)")
+    music_model = fit_music_model()
     rows_out: dict = {}
     for path in args.scores:
         rows = read_scores(path)
@@ -235,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                                                     "n_bonafide": int((y == 0).sum()),
                                                     "n_calibration_bonafide": len(cal)})
             entry.update(eers(y, {"cnn": cnn, "rps": rps,
-                                  **fusions(cnn_cal, rps_cal, cnn, judged)}, channel))
+                                  **fusions(cnn_cal, rps_cal, cnn, judged,
+                                            music_model.distance(test_features))}, channel))
         e = rows_out[path.stem]
         print(f"{path.stem:40s} {e['held_out']:16s} {summary(e)}", flush=True)
     genuine_test = [k for k, it in items.items() if it.split == "test" and it.label == 0]
@@ -258,8 +281,10 @@ def main(argv: list[str] | None = None) -> int:
                      "frames (the cue alone scores the others as the median genuine "
                      "window; in the fusions they keep the CNN's score); fused with "
                      "bench.loso CNN margins as the sum of "
-                     "z-scores normalised by the genuine calibration split (fused), or the CNN "
-                     "z-score plus the phase z-score above its genuine calibration 90th "
+                     "z-scores normalised by the genuine calibration split, the phase z-score "
+                     f"above zero capped by the music model's and weighted {PHASE_WEIGHT} "
+                     "(fused, as shipped), or plain with equal weight (fused_plain_sum), or "
+                     "the CNN z-score plus the phase z-score above its genuine calibration 90th "
                      "percentile (fused_hinge); EER of all files "
                      "of the held-out family vs the genuine test split"),
         "split_seed": args.split_seed,

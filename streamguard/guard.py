@@ -44,7 +44,7 @@ class Guard:
         if window.length != model.info.input_samples:
             window = replace(window, length=model.info.input_samples,
                              first_after=min(window.first_after, model.info.input_samples))
-        cal = model.info.calibration
+        cal = self.detector.calibration
         self._settings = SessionSettings(
             window=window, fusion=config.fusion, vad_aggressiveness=config.vad_aggressiveness,
             max_gap_seconds=config.max_gap_seconds,

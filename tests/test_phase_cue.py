@@ -16,6 +16,8 @@ from streamguard.detectors import phase_cue as rp
 from streamguard.errors import ModelError
 from streamguard.guard import Guard
 from streamguard.inference import OnnxModel
+from streamguard.inference.onnx_model import Calibration
+from streamguard.media import decode_file, pcm16_to_float
 
 SR = rp.SR
 
@@ -106,11 +108,40 @@ def test_windows_with_too_few_voiced_frames_are_not_judged():
     voiced_briefly[:8000] = harmonic_tone(150.0, np.zeros(16))[:8000]  # 0.5 s < 30 frames
     windows = np.stack([np.zeros(64600), rng.normal(0, 0.1, 64600), voiced_briefly,
                         harmonic_tone(150.0, np.zeros(16), seconds=5)[:64600]])
-    distances = model.window_distances(windows)
+    distances = model.judged_distance(np.stack([rp.window_features(w) for w in windows]))
     assert np.isnan(distances[:3]).all() and np.isfinite(distances[3])
-    z_cnn = np.array([1.5, 1.5])
-    assert np.array_equal(rp.hinge(z_cnn, np.array([np.nan, 0.0]), floor=1.0), z_cnn)
-    assert rp.hinge(z_cnn, np.array([4.0, 4.0]), floor=1.0).tolist() == [4.5, 4.5]
+
+
+def test_the_fused_margin_adds_the_weighted_phase_z_score_in_the_cnn_margins_units():
+    unit = rp.GenuinePhaseModel(np.zeros(rp.N_FEATURES), np.ones(rp.N_FEATURES),
+                                np.eye(rp.N_FEATURES))
+    cue = rp.PhaseCue(version="t", pairs_with="m", genuine=unit, music=unit, cnn_sd=2.0,
+                      phase_weight=0.5, phase_mean=4.0, phase_sd=0.5,
+                      calibration=Calibration())
+    assert cue.fuse(1.5, np.nan) == 1.5  # nothing voiced to judge: the CNN's margin
+    assert cue.fuse(1.5, 0.0) == 1.5  # a typical genuine window adds nothing
+    assert cue.fuse(1.5, 2.0) == pytest.approx(1.5 + 0.5 * 2.0 * 2.0)
+    assert cue.fuse(1.5, -1.0) == pytest.approx(1.5 - 1.0)  # more typical than average
+    assert cue.z(np.array([5.0]))[0] == pytest.approx(2.0)
+
+
+def test_music_can_only_take_evidence_for_a_vocoder_away():
+    speech = np.array([-1.0, 2.0, 2.0, 2.0, np.nan])
+    music = np.array([5.0, 5.0, 1.0, -3.0, 0.0])
+    got = rp.natural_z(speech, music)
+    assert got[:4].tolist() == [-1.0, 2.0, 1.0, 0.0] and np.isnan(got[4])
+
+
+def test_the_hold_prompt_is_far_from_speech_but_the_music_model_explains_it():
+    cue = rp.load_beside(bundled_model_path())
+    assert cue is not None
+    x = pcm16_to_float(decode_file("gateway/prompts/hold_music.wav").pcm)
+    n = 64600
+    x = np.tile(x, n // len(x) + 2)
+    features = np.stack([rp.window_features(x[s:s + n]) for s in range(0, 48000, 16000)])
+    speech_z = cue.z(cue.genuine.judged_distance(features))
+    assert (speech_z > 1.5).all()
+    assert (cue.judged_z(features) < speech_z - 1.0).all()
 
 
 def test_a_cue_file_is_read_beside_its_model_and_a_broken_one_is_refused(tmp_path):
@@ -126,6 +157,11 @@ def test_a_cue_file_is_read_beside_its_model_and_a_broken_one_is_refused(tmp_pat
     (tmp_path / rp.PHASE_CUE_FILE).write_text(json.dumps(doc))
     with pytest.raises(ModelError, match="statistics"):
         rp.load_beside(model_path)
+    doc = shipped.to_dict()
+    doc["fusion"]["rule"] = "hinge"  # rps-1.0.0's rule: its file must be refitted
+    (tmp_path / rp.PHASE_CUE_FILE).write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match="refit"):
+        rp.load_beside(model_path)
 
 
 def test_the_shipped_cue_pairs_with_the_shipped_model_and_can_be_turned_off():
@@ -137,6 +173,10 @@ def test_the_shipped_cue_pairs_with_the_shipped_model_and_can_be_turned_off():
     assert on.detector.version == f"{model.info.version}+{cue.version}"
     assert Guard.from_config(GuardConfig(phase_cue=False)).detector.phase is None
     assert GuardConfig.from_mapping({"phase_cue": False}).phase_cue is False  # settings file
+    # the pair has its own calibration, and the verdicts' uncertainty comes from it
+    assert cue.calibration.method == "platt" and cue.calibration.n > 300
+    assert on.detector.calibration == cue.calibration
+    assert on._settings.calibration_sd == pytest.approx(2 / cue.calibration.n ** 0.5)
     other = replace(cue, pairs_with="some-other-model")
     with pytest.raises(ModelError, match="fitted for some-other-model"):
         VoiceCloneDetector(model.info, other)
@@ -152,16 +192,18 @@ def test_the_batch_carries_the_phase_distance_and_the_score_fuses_it():
     assert rows.shape == (2, 3)
     assert np.isfinite(rows[0, 2]) and np.isnan(rows[1, 2])
     alone = VoiceCloneDetector(model.info)
+    cal = cue.calibration
     # a tone with every harmonic in phase is nothing like speech: the cue pushes it up
     fixed = detector.score(rows[0])
-    assert fixed.phase_z is not None and fixed.phase_z > cue.phase_floor
+    assert fixed.phase_z is not None and fixed.phase_z > 3
     assert fixed.margin == alone.score(rows[0, :2]).margin
+    assert fixed.logit == pytest.approx(
+        cal.a * (fixed.margin + cue.phase_weight * cue.cnn_sd * fixed.phase_z) + cal.b, abs=1e-4)
     assert fixed.logit > alone.score(rows[0, :2]).logit + 1.0
-    # where the cue cannot judge (or is below its floor) the CNN's calibrated score stands
+    # where the cue cannot judge, the CNN's margin goes through the pair's calibration
     silent = detector.score(rows[1])
     assert silent.phase_z is None
-    assert silent.logit == pytest.approx(alone.score(rows[1, :2]).logit, abs=1e-6)
-    assert silent.probability == pytest.approx(alone.score(rows[1, :2]).probability)
+    assert silent.logit == pytest.approx(cal.a * silent.margin + cal.b, abs=1e-6)
 
 
 def test_scan_names_the_pair_and_can_run_the_model_alone(capsys):
@@ -173,17 +215,14 @@ def test_scan_names_the_pair_and_can_run_the_model_alone(capsys):
     assert with_cue["model_version"].startswith(f"{version}+rps-")
     assert alone["model_version"] == version
     assert with_cue["verdict"] == alone["verdict"] == "clear"
-    # each window says what the cue made of it; genuine speech sits below its floor
-    cue = rp.load_beside(bundled_model_path())
-    assert cue is not None
+    # each window says what the cue made of it; genuine speech looks like genuine speech
     judged = [w["phase_z"] for w in with_cue["windows"] if w["phase_z"] is not None]
-    assert judged and max(judged) < cue.phase_floor
+    assert judged and np.median(judged) < 1.0
     assert all(w["phase_z"] is None for w in alone["windows"])
 
 
 def test_the_eer_bench_scores_the_pair_as_the_guard_runs_it():
     from bench.eer import PAIR, phase_of, score_files
-    from streamguard.media import decode_file
 
     genuine, synthetic = bundled_samples()
     audio = [decode_file(path).pcm for path in (genuine, synthetic)]
@@ -194,5 +233,9 @@ def test_the_eer_bench_scores_the_pair_as_the_guard_runs_it():
     assert cue is not None
     alone = score_files(model, audio)
     fused = score_files(model, audio, phase=cue)
-    assert np.all(fused >= alone - 1e-6)
+    detector = VoiceCloneDetector(model.info, cue)
+    z = cue.window_z(np.stack([detector.prepare(pcm16_to_float(pcm)) for pcm in audio]))
+    assert np.isfinite(z[:2]).all() and np.isnan(z[2])
+    assert fused[:2] == pytest.approx(alone[:2] + cue.phase_weight * cue.cnn_sd * z[:2],
+                                      abs=1e-4)
     assert fused[2] == pytest.approx(alone[2])

@@ -13,7 +13,8 @@ A classifier trained on spoof families learns the direction of the ones it
 saw, and a vocoder whose phases are *more* regular than speech then reads as
 genuine. So the cue is one-class: a Gaussian of per-window RPS statistics
 fitted on genuine speech only, scored as the log Mahalanobis distance. It
-never sees a spoof; ``models/fit_phase_cue.py`` fits it.
+never sees a spoof; ``models/fit_phase_cue.py`` fits it. A second Gaussian,
+of music, keeps hold music from reading as a vocoder (:func:`natural_z`).
 
 Windows are analysed at 8 kHz in 20 ms frames (the cue only uses harmonics
 up to 3.8 kHz, so it reads wideband and telephone audio alike) and every
@@ -23,6 +24,7 @@ step is vectorised over frames: about 8 ms of numpy per 4 s window.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamguard.errors import ModelError
+from streamguard.inference.onnx_model import Calibration
 
 Array = npt.NDArray[np.float64]
 
@@ -50,7 +53,6 @@ MIN_VOICED_FRAMES = 30  # 0.6 s of voicing; fewer frames give statistics too noi
 ENVELOPE_FFT = 512
 SHRINKAGE = 0.05
 PHASE_CUE_FILE = "voice_phase.json"
-HINGE_QUANTILE = 0.9  # the phase z-score adds to the CNN's only above this genuine quantile
 
 
 def to_analysis_rate(x: npt.NDArray[Any]) -> Array:
@@ -210,7 +212,8 @@ def voiced_frames(features: Array) -> Array:
 
 @dataclass(frozen=True)
 class GenuinePhaseModel:
-    """A Gaussian of genuine windows' RPS statistics; distance = log Mahalanobis."""
+    """A Gaussian of one kind of natural audio's RPS statistics (genuine speech, or
+    music); distance = log Mahalanobis."""
 
     mean: Array
     scale: Array
@@ -240,10 +243,6 @@ class GenuinePhaseModel:
         result: Array = np.where(judged, self.distance(features), np.nan)
         return result
 
-    def window_distances(self, windows: npt.NDArray[Any]) -> Array:
-        """Judged distance of each window (rows of samples at 16 kHz)."""
-        return self.judged_distance(np.stack([window_features(w) for w in windows]))
-
     def to_dict(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist(),
                 "precision": self.precision.tolist()}
@@ -260,62 +259,90 @@ class GenuinePhaseModel:
         return cls(mean, scale, precision)
 
 
-def hinge(z_cnn: Array, z_phase: Array, floor: float) -> Array:
-    """The CNN's z-score plus the phase z-score only where it exceeds ``floor`` (its
-    genuine HINGE_QUANTILE quantile): the cue speaks only when it is sure, so families whose
-    phases look natural (magnitude-only resynthesis) keep the CNN's score untouched.
-    NaN phase (too few voiced frames to judge) adds nothing."""
-    extra = np.where(np.isnan(z_phase), 0.0, np.maximum(0.0, np.nan_to_num(z_phase) - floor))
-    fused: Array = z_cnn + extra
-    return fused
+def natural_z(speech_z: Array, music_z: Array) -> Array:
+    """A window's phase z-score once music has had its say. Evidence *for* a
+    synthetic voice (z above the genuine average) counts only as far as the music
+    model does not explain the window either; evidence against it (z below the
+    average) stands. Music on hold is natural audio whose harmonics keep phase
+    relations no speaker makes, and without this the cue hears it as a vocoder.
+    NaN (too few voiced frames) stays NaN."""
+    result: Array = np.where(speech_z <= 0, speech_z,
+                             np.minimum(speech_z, np.maximum(music_z, 0.0)))
+    return result
 
 
 @dataclass(frozen=True)
 class PhaseCue:
-    """The cue as shipped beside one CNN (``pairs_with``): the genuine model, and the
-    genuine references that put the phase distance on the CNN margin's scale
-    (``models/fit_phase_cue.py`` writes them).
+    """The cue as shipped beside one CNN (``pairs_with``): the genuine speech model,
+    a model of music (natural audio that is not speech), the genuine references
+    that put the phase distance on the CNN margin's scale, and the calibration of
+    the fused score (``models/fit_phase_cue.py`` writes them).
 
-    The fused score is a margin in the CNN's own units, so the CNN's calibration
-    still applies: where the cue is silent the detector says exactly what the CNN
-    says, and where it is sure it adds its excess over the genuine floor.
+    The fused margin is the CNN's plus ``phase_weight`` times the phase z-score
+    (:func:`natural_z`) counted in the CNN margin's genuine spread: a sum kept
+    every held-out generator family under 10 % EER (``bench.relative_phase``),
+    because the CNN knows the families it was trained on, the cue the ones whose
+    phases no speaker makes, and a sum lets either carry a window. Phases more
+    typical of speech than average lower the score. The sum is a new score, so
+    it has its own Platt calibration, fitted on the same calibration split as
+    the CNN's.
     """
 
     version: str
     pairs_with: str
     genuine: GenuinePhaseModel
+    music: GenuinePhaseModel
     cnn_sd: float
+    phase_weight: float
     phase_mean: float
     phase_sd: float
-    phase_floor: float
+    calibration: Calibration
 
-    def z(self, distance: float) -> float:
-        """A window's distance as a z-score against genuine calibration speech (NaN
-        stays NaN): above ``phase_floor`` the cue raises the window's score."""
-        return (distance - self.phase_mean) / self.phase_sd
+    def z(self, distance: Array) -> Array:
+        """Distances as z-scores against genuine calibration speech (NaN stays NaN)."""
+        result: Array = (distance - self.phase_mean) / self.phase_sd
+        return result
 
-    def fuse(self, margin: float, distance: float) -> float:
-        """The fused spoof margin of one window: the CNN's, plus the hinge's excess."""
-        fused = hinge(np.array([margin / self.cnn_sd]), np.array([self.z(distance)]),
-                      self.phase_floor)
-        return float(fused[0] * self.cnn_sd)
+    def judged_z(self, features: Array) -> Array:
+        """Each row of window statistics' :func:`natural_z`, NaN where a window had
+        too few voiced frames to judge."""
+        return natural_z(self.z(self.genuine.judged_distance(features)),
+                         self.z(self.music.distance(features)))
+
+    def window_z(self, windows: npt.NDArray[Any]) -> Array:
+        """:meth:`judged_z` of each window (rows of samples at 16 kHz)."""
+        return self.judged_z(np.stack([window_features(w) for w in windows]))
+
+    def fuse(self, margin: float, z: float) -> float:
+        """The fused spoof margin of one window; a window the cue cannot judge (NaN
+        z) keeps the CNN's margin."""
+        return margin if math.isnan(z) else margin + self.phase_weight * self.cnn_sd * z
 
     def to_dict(self) -> dict[str, Any]:
+        cal = self.calibration
         return {
             "name": "voice_phase", "version": self.version, "pairs_with": self.pairs_with,
-            "fusion": {"cnn_sd": self.cnn_sd, "phase_mean": self.phase_mean,
-                       "phase_sd": self.phase_sd, "phase_floor": self.phase_floor},
+            "fusion": {"rule": "sum", "cnn_sd": self.cnn_sd, "phase_weight": self.phase_weight,
+                       "phase_mean": self.phase_mean, "phase_sd": self.phase_sd},
+            "calibration": {"method": cal.method, "a": cal.a, "b": cal.b, "n": cal.n},
             "genuine_model": self.genuine.to_dict(),
+            "music_model": self.music.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> PhaseCue:
-        fusion = doc["fusion"]
+        fusion, cal = doc["fusion"], doc["calibration"]
+        if fusion.get("rule") != "sum":
+            raise ValueError(f"unknown fusion rule {fusion.get('rule')!r}: refit the cue "
+                             "(models/fit_phase_cue.py)")
         return cls(
             version=str(doc["version"]), pairs_with=str(doc["pairs_with"]),
             genuine=GenuinePhaseModel.from_dict(doc["genuine_model"]),
-            cnn_sd=float(fusion["cnn_sd"]), phase_mean=float(fusion["phase_mean"]),
-            phase_sd=float(fusion["phase_sd"]), phase_floor=float(fusion["phase_floor"]),
+            music=GenuinePhaseModel.from_dict(doc["music_model"]),
+            cnn_sd=float(fusion["cnn_sd"]), phase_weight=float(fusion["phase_weight"]),
+            phase_mean=float(fusion["phase_mean"]), phase_sd=float(fusion["phase_sd"]),
+            calibration=Calibration(method=str(cal["method"]), a=float(cal["a"]),
+                                    b=float(cal["b"]), n=int(cal["n"])),
         )
 
 

@@ -6,7 +6,7 @@ model-specific steps — fitting a window to the model's input length and
 reading its logits — so the rest of the pipeline stays model-agnostic.
 
 With a :class:`~streamguard.detectors.phase_cue.PhaseCue` fitted for the
-model, each window's relative-phase distance from genuine speech is computed
+model, each window's relative-phase z-score against genuine speech is computed
 in the same inference pool as the logits and fused with the CNN's margin: the
 CNN knows the generator families it was trained on, the phase cue catches
 source-filter vocoders it never saw.
@@ -24,7 +24,7 @@ from streamguard.calibration import sigmoid
 from streamguard.detectors.phase_cue import PhaseCue
 from streamguard.errors import ModelError
 from streamguard.inference.batcher import RunBatch
-from streamguard.inference.onnx_model import ModelInfo
+from streamguard.inference.onnx_model import Calibration, ModelInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +32,8 @@ class WindowScore:
     """``margin`` is logit(spoof) - logit(bona fide) of the CNN; ``logit`` is the
     calibrated log-odds of the window being synthetic (of the CNN margin fused with
     the phase cue when the cue is on), ``probability`` its sigmoid.
-    ``phase_z`` is the phase cue's z-score against genuine speech (it raised the
-    score where it exceeds the cue's floor); None without the cue or when the window
+    ``phase_z`` is the phase cue's z-score against genuine speech (above zero it
+    raised the score, below zero lowered it); None without the cue or when the window
     had too few voiced frames to judge."""
 
     margin: float
@@ -58,6 +58,11 @@ class VoiceCloneDetector:
         return self.info.version if self.phase is None else \
             f"{self.info.version}+{self.phase.version}"
 
+    @property
+    def calibration(self) -> Calibration:
+        """What maps this detector's margin to log-odds: the pair's own with the cue."""
+        return self.info.calibration if self.phase is None else self.phase.calibration
+
     def prepare(self, samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Fit a window to the model's length: keep the first samples or tile a short one.
 
@@ -74,14 +79,13 @@ class VoiceCloneDetector:
 
     def batch_runner(self, run: RunBatch) -> RunBatch:
         """What the batcher runs on prepared windows: the model's logits, and with the
-        phase cue each window's phase distance as one more column."""
+        phase cue each window's phase z-score as one more column."""
         phase = self.phase
         if phase is None:
             return run
 
         def logits_and_phase(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-            distances = phase.genuine.window_distances(batch).astype(np.float32)
-            return np.column_stack([run(batch), distances])
+            return np.column_stack([run(batch), phase.window_z(batch).astype(np.float32)])
 
         return logits_and_phase
 
@@ -89,11 +93,10 @@ class VoiceCloneDetector:
         """Read one row of :meth:`batch_runner`'s output."""
         bona = self.info.bonafide_index
         margin = float(row[1 - bona] - row[bona])
-        cal = self.info.calibration
+        cal = self.calibration
         if self.phase is None:
             logit = cal.a * margin + cal.b
             return WindowScore(margin, sigmoid(logit), logit)
-        distance = float(row[2])
-        logit = cal.a * self.phase.fuse(margin, distance) + cal.b
-        z = self.phase.z(distance)
+        z = float(row[2])
+        logit = cal.a * self.phase.fuse(margin, z) + cal.b
         return WindowScore(margin, sigmoid(logit), logit, None if math.isnan(z) else z)
