@@ -54,14 +54,20 @@ from pathlib import Path
 import numpy as np
 
 from bench.metrics import eer
-from streamguard.detectors.phase_cue import GenuinePhaseModel, natural_z, window_features
+from streamguard.config import bundled_model_path
+from streamguard.detectors.phase_cue import (
+    GenuinePhaseModel,
+    PhaseCue,
+    load_beside,
+    natural_z,
+    window_features,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "models"))
 
 import train_voice_clone as tvc  # noqa: E402
 from fit_phase_cue import PHASE_WEIGHT, cnn_margins, shipped_split  # noqa: E402
-from fit_phase_cue import music_model as fit_music_model  # noqa: E402
 
 OUT = REPO / "bench" / "results" / "relative_phase.json"
 
@@ -136,20 +142,25 @@ def eers(y: np.ndarray, scores: dict[str, np.ndarray], channel: str) -> dict:
             for name, s in scores.items()}
 
 
+def shipped_cue() -> PhaseCue:
+    """The phase cue that ships beside the bundled model; its music model is the one
+    every fusion here uses (refitting it would give the same Gaussian)."""
+    cue = load_beside(bundled_model_path())
+    if cue is None:
+        raise SystemExit("error: no shipped phase cue: run models/fit_phase_cue.py")
+    return cue
+
+
 def shipped_fusion(items: dict, features: Features) -> dict:
     """The shipped model's margins fused with the cue, on the model's own split: the
     bench's per-channel fusions, and the shipped cue as it runs (its own references,
     calibration and voicing gate, ``shipped_cue``) with its error rates at P = 0.5."""
-    from streamguard.config import bundled_model_path
     from streamguard.detectors import VoiceCloneDetector
-    from streamguard.detectors.phase_cue import load_beside
     from streamguard.inference import OnnxModel
 
     split_of = shipped_split(items)
     model = OnnxModel(bundled_model_path())
-    cue = load_beside(bundled_model_path())
-    if cue is None:
-        raise SystemExit("error: no shipped phase cue: run models/fit_phase_cue.py")
+    cue = shipped_cue()
     detector = VoiceCloneDetector(model.info, cue)
     trained = set(model.info.extra.get("trained_families", []))
 
@@ -238,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     model = fit_genuine_model(features, genuine_train)
     tvc.log(f"genuine RPS model: {len(genuine_train)} training files x 2 channels "
             f"({time.time() - t0:.0f} s)")
-    music_model = fit_music_model()
+    music_model = shipped_cue().music
     rows_out: dict = {}
     for path in args.scores:
         rows = read_scores(path)
