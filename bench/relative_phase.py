@@ -28,11 +28,11 @@ family, with the genuine calibration files as reference), and reports for
 each the held-out EER of the CNN alone, of the RPS distance alone, and of
 their fusion: both normalised to z-scores by the genuine *calibration* files
 (no test file sets a scale), then summed as the runtime sums them, the phase
-z-score weighted (``fit_phase_cue.PHASE_WEIGHT``) once the music model has had
-its say (``fused``, the rule that ships since rps-1.1.0), with equal weight and
-no music model
-(``fused_plain_sum``), or the phase z-score counted only above its genuine
-90th percentile (``fused_hinge``, the rule rps-1.0.0 shipped).
+z-score's excess over natural audio weighted (``fit_phase_cue.PHASE_WEIGHT``:
+``fused``, the rule that ships since rps-1.2.0), or two-sided, phases more
+typical than average counting against (``fused_two_sided``, rps-1.1.0), with
+equal weight and no music model (``fused_plain_sum``), or the phase z-score
+counted only above its genuine 90th percentile (``fused_hinge``, rps-1.0.0).
 
     nice -n 5 .venv/bin/python -m bench.relative_phase [CSV ...] [--shipped] \
         [--cache FILE.npz] [--out bench/results/relative_phase.json]
@@ -58,8 +58,8 @@ from streamguard.config import bundled_model_path
 from streamguard.detectors.phase_cue import (
     GenuinePhaseModel,
     PhaseCue,
+    excess_z,
     load_beside,
-    natural_z,
     window_features,
 )
 
@@ -111,17 +111,20 @@ def hinge(z_cnn: np.ndarray, z_phase: np.ndarray, floor: float) -> np.ndarray:
 def fusions(cal_cnn: np.ndarray, cal_rps: np.ndarray, cnn: np.ndarray,
             rps: np.ndarray, music: np.ndarray) -> dict[str, np.ndarray]:
     """Fusions of z-scores normalised by the genuine calibration files: the sum as
-    the runtime makes it, PHASE_WEIGHT times the phase z-score once music has had
-    its say (``natural_z``: ``fused``); the equal-weight sum without the music
-    model (``fused_plain_sum``, stop 23's candidate); and the CNN plus only the part
-    of the phase z-score above its genuine 90th percentile (``fused_hinge``,
+    the runtime makes it, PHASE_WEIGHT times the phase z-score's excess over natural
+    audio (``excess_z``: ``fused``); the same with phases more typical than average
+    counting against (``fused_two_sided``, rps-1.1.0); the equal-weight sum without
+    the music model (``fused_plain_sum``, stop 23's candidate); and the CNN plus only
+    the part of the phase z-score above its genuine 90th percentile (``fused_hinge``,
     rps-1.0.0). ``rps`` and ``cal_rps`` are judged distances from the genuine speech
     model, ``music`` the distances of ``rps``'s windows from the music model: NaN
     (too few voiced frames) adds nothing."""
     z_cnn, z_rps = z_by(cal_cnn, cnn), z_by(cal_rps, rps)
-    z_natural = natural_z(z_rps, z_by(cal_rps, music))
+    z_excess = excess_z(z_rps, z_by(cal_rps, music))
     floor = float(np.nanquantile(z_by(cal_rps, cal_rps), HINGE_QUANTILE))
-    return {"fused": z_cnn + PHASE_WEIGHT * np.nan_to_num(z_natural),
+    return {"fused": z_cnn + PHASE_WEIGHT * np.nan_to_num(z_excess),
+            "fused_two_sided": z_cnn + PHASE_WEIGHT * np.nan_to_num(
+                np.where(z_rps <= 0, z_rps, z_excess)),
             "fused_plain_sum": z_cnn + np.nan_to_num(z_rps),
             "fused_hinge": hinge(z_cnn, z_rps, floor)}
 
@@ -130,7 +133,9 @@ def summary(e: dict) -> str:
     return (f"EER wideband / μ-law: CNN {e['eer_pct_cnn_wideband']:.1f} / "
             f"{e['eer_pct_cnn_mulaw8k']:.1f}, RPS {e['eer_pct_rps_wideband']:.1f} / "
             f"{e['eer_pct_rps_mulaw8k']:.1f}, fused {e['eer_pct_fused_wideband']:.1f} / "
-            f"{e['eer_pct_fused_mulaw8k']:.1f}, plain sum "
+            f"{e['eer_pct_fused_mulaw8k']:.1f}, two-sided "
+            f"{e['eer_pct_fused_two_sided_wideband']:.1f} / "
+            f"{e['eer_pct_fused_two_sided_mulaw8k']:.1f}, plain sum "
             f"{e['eer_pct_fused_plain_sum_wideband']:.1f} / "
             f"{e['eer_pct_fused_plain_sum_mulaw8k']:.1f}, hinge "
             f"{e['eer_pct_fused_hinge_wideband']:.1f} / "
@@ -294,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                      "bench.loso CNN margins as the sum of "
                      "z-scores normalised by the genuine calibration split, the phase z-score "
                      f"above zero capped by the music model's and weighted {PHASE_WEIGHT} "
-                     "(fused, as shipped), or plain with equal weight (fused_plain_sum), or "
+                     "(fused, as shipped), the same with z below zero counting against "
+                     "(fused_two_sided), or plain with equal weight (fused_plain_sum), or "
                      "the CNN z-score plus the phase z-score above its genuine calibration 90th "
                      "percentile (fused_hinge); EER of all files "
                      "of the held-out family vs the genuine test split"),

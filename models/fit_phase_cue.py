@@ -10,8 +10,8 @@ test file shapes it:
    music of four Debian packages (the CNN's training music and three more,
    never the failure-mode bench's), so that music is not taken for a vocoder;
 2. the genuine *calibration* files (both channels) put the phase distance on
-   a z scale and give the CNN margin's spread, the unit the phase z-score is
-   added in, with the weight PHASE_WEIGHT;
+   a z scale and give the CNN margin's spread, the unit the phase z-score's
+   excess over natural audio is added in, with the weight PHASE_WEIGHT;
 3. Platt scaling of the fused margin on every calibration window, genuine
    and spoof, weighted as the CNN's own calibration is
    (``train_voice_clone.platt`` and ``balanced_weights``), so the pair's
@@ -48,7 +48,7 @@ from streamguard.detectors.phase_cue import (  # noqa: E402
 from streamguard.detectors.voice_clone import VoiceCloneDetector  # noqa: E402
 from streamguard.inference.onnx_model import Calibration, OnnxModel  # noqa: E402
 
-VERSION = "rps-1.1.0"
+VERSION = "rps-1.2.0"
 CHANNELS = ("wideband", "mulaw8k")
 OUT = REPO / "streamguard" / "models" / PHASE_CUE_FILE
 # The music model's music: the CNN's training music and game music of three more

@@ -121,15 +121,15 @@ def test_the_fused_margin_adds_the_weighted_phase_z_score_in_the_cnn_margins_uni
     assert cue.fuse(1.5, np.nan) == 1.5  # nothing voiced to judge: the CNN's margin
     assert cue.fuse(1.5, 0.0) == 1.5  # a typical genuine window adds nothing
     assert cue.fuse(1.5, 2.0) == pytest.approx(1.5 + 0.5 * 2.0 * 2.0)
-    assert cue.fuse(1.5, -1.0) == pytest.approx(1.5 - 1.0)  # more typical than average
     assert cue.z(np.array([5.0]))[0] == pytest.approx(2.0)
 
 
-def test_music_can_only_take_evidence_for_a_vocoder_away():
-    speech = np.array([-1.0, 2.0, 2.0, 2.0, np.nan])
-    music = np.array([5.0, 5.0, 1.0, -3.0, 0.0])
-    got = rp.natural_z(speech, music)
-    assert got[:4].tolist() == [-1.0, 2.0, 1.0, 0.0] and np.isnan(got[4])
+def test_only_phases_beyond_both_speech_and_music_count():
+    speech = np.array([-1.0, 2.0, 2.0, 2.0, -1.0, np.nan])
+    music = np.array([5.0, 5.0, 1.0, -3.0, -3.0, 0.0])
+    got = rp.excess_z(speech, music)
+    # more typical than average speech counts for nothing, neither way
+    assert got[:5].tolist() == [0.0, 2.0, 1.0, 0.0, 0.0] and np.isnan(got[5])
 
 
 def test_the_hold_prompt_is_far_from_speech_but_the_music_model_explains_it():
@@ -158,10 +158,11 @@ def test_a_cue_file_is_read_beside_its_model_and_a_broken_one_is_refused(tmp_pat
     with pytest.raises(ModelError, match="statistics"):
         rp.load_beside(model_path)
     doc = shipped.to_dict()
-    doc["fusion"]["rule"] = "hinge"  # rps-1.0.0's rule: its file must be refitted
-    (tmp_path / rp.PHASE_CUE_FILE).write_text(json.dumps(doc))
-    with pytest.raises(ModelError, match="refit"):
-        rp.load_beside(model_path)
+    for old_rule in ("hinge", "sum"):  # rps-1.0.0's and 1.1.0's: their files need a refit
+        doc["fusion"]["rule"] = old_rule
+        (tmp_path / rp.PHASE_CUE_FILE).write_text(json.dumps(doc))
+        with pytest.raises(ModelError, match="refit"):
+            rp.load_beside(model_path)
 
 
 def test_the_shipped_cue_pairs_with_the_shipped_model_and_can_be_turned_off():

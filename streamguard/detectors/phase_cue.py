@@ -14,7 +14,7 @@ saw, and a vocoder whose phases are *more* regular than speech then reads as
 genuine. So the cue is one-class: a Gaussian of per-window RPS statistics
 fitted on genuine speech only, scored as the log Mahalanobis distance. It
 never sees a spoof; ``models/fit_phase_cue.py`` fits it. A second Gaussian,
-of music, keeps hold music from reading as a vocoder (:func:`natural_z`).
+of music, keeps hold music from reading as a vocoder (:func:`excess_z`).
 
 Windows are analysed at 8 kHz in 20 ms frames (the cue only uses harmonics
 up to 3.8 kHz, so it reads wideband and telephone audio alike) and every
@@ -53,6 +53,7 @@ MIN_VOICED_FRAMES = 30  # 0.6 s of voicing; fewer frames give statistics too noi
 ENVELOPE_FFT = 512
 SHRINKAGE = 0.05
 PHASE_CUE_FILE = "voice_phase.json"
+FUSION_RULE = "one_sided_sum"  # rps-1.0.0 shipped "hinge", rps-1.1.0 "sum": both need a refit
 
 
 def to_analysis_rate(x: npt.NDArray[Any]) -> Array:
@@ -259,15 +260,17 @@ class GenuinePhaseModel:
         return cls(mean, scale, precision)
 
 
-def natural_z(speech_z: Array, music_z: Array) -> Array:
-    """A window's phase z-score once music has had its say. Evidence *for* a
-    synthetic voice (z above the genuine average) counts only as far as the music
-    model does not explain the window either; evidence against it (z below the
-    average) stands. Music on hold is natural audio whose harmonics keep phase
-    relations no speaker makes, and without this the cue hears it as a vocoder.
-    NaN (too few voiced frames) stays NaN."""
-    result: Array = np.where(speech_z <= 0, speech_z,
-                             np.minimum(speech_z, np.maximum(music_z, 0.0)))
+def excess_z(speech_z: Array, music_z: Array) -> Array:
+    """How far a window's phases lie beyond natural audio, in genuine z-scores: the
+    speech z-score above the genuine average, capped by the music model's, and 0
+    where either says the phases are typical. Music on hold is natural audio whose
+    harmonics keep phase relations no speaker makes; without the cap the cue hears
+    it as a vocoder. One-sided, because a one-class cue only has evidence when a
+    window is novel: phases *more* typical than average are what a vocoder that
+    resynthesises from magnitudes alone (random phases) gives too, and counting
+    them against the CNN only added noise to its margins on those families. NaN
+    (too few voiced frames) stays NaN."""
+    result: Array = np.minimum(np.maximum(speech_z, 0.0), np.maximum(music_z, 0.0))
     return result
 
 
@@ -278,14 +281,14 @@ class PhaseCue:
     that put the phase distance on the CNN margin's scale, and the calibration of
     the fused score (``models/fit_phase_cue.py`` writes them).
 
-    The fused margin is the CNN's plus ``phase_weight`` times the phase z-score
-    (:func:`natural_z`) counted in the CNN margin's genuine spread: a sum kept
-    every held-out generator family under 10 % EER (``bench.relative_phase``),
-    because the CNN knows the families it was trained on, the cue the ones whose
-    phases no speaker makes, and a sum lets either carry a window. Phases more
-    typical of speech than average lower the score. The sum is a new score, so
-    it has its own Platt calibration, fitted on the same calibration split as
-    the CNN's.
+    The fused margin is the CNN's plus ``phase_weight`` times the phase z-score's
+    excess over natural audio (:func:`excess_z`) counted in the CNN margin's
+    genuine spread: a one-sided sum kept every held-out generator family under
+    10 % EER (``bench.relative_phase``), because the CNN knows the families it
+    was trained on, the cue the ones whose phases no speaker makes, and a sum
+    lets either carry a window. Phases that look natural leave the CNN's margin
+    as it is. The sum is a new score, so it has its own Platt calibration, fitted
+    on the same calibration split as the CNN's.
     """
 
     version: str
@@ -304,9 +307,9 @@ class PhaseCue:
         return result
 
     def judged_z(self, features: Array) -> Array:
-        """Each row of window statistics' :func:`natural_z`, NaN where a window had
+        """Each row of window statistics' :func:`excess_z`, NaN where a window had
         too few voiced frames to judge."""
-        return natural_z(self.z(self.genuine.judged_distance(features)),
+        return excess_z(self.z(self.genuine.judged_distance(features)),
                          self.z(self.music.distance(features)))
 
     def window_z(self, windows: npt.NDArray[Any]) -> Array:
@@ -322,8 +325,9 @@ class PhaseCue:
         cal = self.calibration
         return {
             "name": "voice_phase", "version": self.version, "pairs_with": self.pairs_with,
-            "fusion": {"rule": "sum", "cnn_sd": self.cnn_sd, "phase_weight": self.phase_weight,
-                       "phase_mean": self.phase_mean, "phase_sd": self.phase_sd},
+            "fusion": {"rule": FUSION_RULE, "cnn_sd": self.cnn_sd,
+                       "phase_weight": self.phase_weight, "phase_mean": self.phase_mean,
+                       "phase_sd": self.phase_sd},
             "calibration": {"method": cal.method, "a": cal.a, "b": cal.b, "n": cal.n},
             "genuine_model": self.genuine.to_dict(),
             "music_model": self.music.to_dict(),
@@ -332,7 +336,7 @@ class PhaseCue:
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> PhaseCue:
         fusion, cal = doc["fusion"], doc["calibration"]
-        if fusion.get("rule") != "sum":
+        if fusion.get("rule") != FUSION_RULE:
             raise ValueError(f"unknown fusion rule {fusion.get('rule')!r}: refit the cue "
                              "(models/fit_phase_cue.py)")
         return cls(
