@@ -416,20 +416,26 @@ class MissingMusicError(RuntimeError):
     pass
 
 
-def music_tracks(cache: Path = REPO / ".data" / "cache") -> tuple[list[np.ndarray], list[str]]:
-    """The 16 kHz tracks of MUSIC_DEB (fetched once with apt-get download) and their names."""
+def debian_audio(package: str, pattern: str, purpose: str,
+                 cache: Path = REPO / ".data" / "cache") -> tuple[list[np.ndarray], list[str]]:
+    """The 16 kHz tracks matching ``pattern`` inside a Debian package (fetched once with
+    apt-get download) and their names; MissingMusicError, naming the fix, without them."""
     import synth_corpus
 
-    src = synth_corpus.ensure_deb(MUSIC_DEB, cache)
-    paths = sorted((src / MUSIC_DIR).glob("*.ogg")) if src is not None else []
+    src = synth_corpus.ensure_deb(package, cache)
+    paths = sorted(src.glob(pattern)) if src is not None else []
     if not paths:
         raise MissingMusicError(
-            f"--music needs the Debian package {MUSIC_DEB} (apt-get download {MUSIC_DEB} "
-            f"failed or it has no {MUSIC_DIR}/*.ogg); fetch it where apt works, into "
-            f"{cache / 'debs'}, or train without --music")
+            f"{purpose} needs the Debian package {package} (apt-get download {package} "
+            f"failed or it has no {pattern}); fetch it where apt works, into {cache / 'debs'}")
     tracks = [synth_corpus.to_16k(*synth_corpus.load_audio(p)).astype(np.float32)
               for p in paths]
     return tracks, [p.name for p in paths]
+
+
+def music_tracks(cache: Path = REPO / ".data" / "cache") -> tuple[list[np.ndarray], list[str]]:
+    """The tracks of MUSIC_DEB, the music bed's, and their names."""
+    return debian_audio(MUSIC_DEB, f"{MUSIC_DIR}/*.ogg", "--music (or train without it)", cache)
 
 
 def resynthesis_sources(items: list[Item]) -> dict[str, Item]:

@@ -68,6 +68,15 @@ def test_trainer_music_without_its_package_names_the_fix(monkeypatch, tmp_path):
         tvc.music_tracks(tmp_path)
 
 
+def test_the_phase_cues_music_model_without_its_packages_names_the_fix(monkeypatch):
+    import fit_phase_cue
+    import synth_corpus
+
+    monkeypatch.setattr(synth_corpus, "ensure_deb", lambda pkg, cache, fetch=True: None)
+    with pytest.raises(SystemExit, match=r"music model needs .*apt-get download lincity-ng-data"):
+        fit_phase_cue.music_tracks()
+
+
 def test_resynthesised_spoofs_find_their_own_source_in_the_same_split():
     from pathlib import Path
 
