@@ -26,8 +26,11 @@ seeded subset when the split is larger (it has 347 files, so all of them).
 Skipped, with a message, when the generated corpus is absent.
 
 Part 3, leave-one-family-out: the table of bench/results/loso.json (written
-by bench/loso.py, ~20 min; not rerun here) folded into eer.json (``--lofo-only``
-refolds it without rerunning the rest).
+by bench/loso.py, ~20 min; not rerun here) folded into eer.json, and beside it
+the detector as it runs by default, each held-out CNN fused with the phase cue
+(bench/results/phase_cue_lofo.json, written by bench/relative_phase.py from
+bench.loso --scores files, with bootstrap intervals). ``--lofo-only`` refolds
+both without rerunning the rest.
 
 Part 4, families the shipped model never saw: every generated file of each
 spoof family missing from the sidecar's ``trained_families`` (the vocoder
@@ -86,6 +89,7 @@ SPEECH = REPO.parent / "shared" / "data" / "speech"
 SHARED_AASIST = REPO.parent / "shared" / "reference" / "aasist"
 SPLITS = REPO / "models" / "splits.json"
 LOSO = REPO / "bench" / "results" / "loso.json"
+PHASE_LOFO = REPO / "bench" / "results" / "phase_cue_lofo.json"
 CORPUS = REPO / ".data" / "corpus"
 OUT = REPO / "bench" / "results"
 SHARED_FAMILY = {"spoof_piper": "piper-joe", "spoof_espeak": "espeak-ng",
@@ -411,6 +415,25 @@ def lofo_table() -> dict:
             "table": table}
 
 
+def lofo_with_phase_cue_table() -> dict:
+    """Leave-one-family-out of the CNN fused with the phase cue as it ships
+    (bench/relative_phase.py's rows), folded in (not rerun)."""
+    if not PHASE_LOFO.exists():
+        return {"skipped": f"{PHASE_LOFO.relative_to(REPO)} not found (run python -m "
+                           "bench.relative_phase on bench.loso --scores files)"}
+    doc = json.loads(PHASE_LOFO.read_text())
+    table = {e["held_out"]: {"n_spoof": e["n_spoof"], "n_bonafide": e["n_bonafide"],
+                             **{f"{what}_{ch}": e[f"{what}_fused_{ch}"]
+                                for what in ("eer_pct", "eer_ci95_pct")
+                                for ch in ("wideband", "mulaw8k")},
+                             **{f"eer_pct_cnn_alone_{ch}": e[f"eer_pct_cnn_{ch}"]
+                                for ch in ("wideband", "mulaw8k")}}
+             for e in doc["fusion_with_loso_rows"].values()}
+    return {"source": "bench/results/phase_cue_lofo.json (bench/relative_phase.py)",
+            "detector": f"held-out CNN + {doc.get('fused_as_in', 'phase cue')}",
+            "protocol": doc["protocol"], "bootstrap": doc.get("bootstrap"), "table": table}
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -453,7 +476,8 @@ def main() -> int:
                         help="cap on generated-test-split files scored by AASIST(-L)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds")
     parser.add_argument("--lofo-only", action="store_true",
-                        help="only fold bench/results/loso.json into eer.json again")
+                        help="only fold the leave-one-family-out tables (loso.json, "
+                             "phase_cue_lofo.json) into eer.json again")
     parser.add_argument("--unseen-only", action="store_true",
                         help="only rerun part 4 (families the shipped model never saw)")
     parser.add_argument("--candidate", type=Path, metavar="MODEL.onnx",
@@ -466,8 +490,7 @@ def main() -> int:
         path = OUT / "eer.json"
         results = json.loads(path.read_text()) if path.exists() else {}
         if args.lofo_only:
-            results["leave_one_family_out"] = lofo_table()
-            print_lofo(results["leave_one_family_out"])
+            fold_lofo(results)
         if args.unseen_only:
             with tempfile.TemporaryDirectory() as tmp:
                 models = {} if args.skip_aasist else import_references(Path(tmp))
@@ -535,8 +558,7 @@ def main() -> int:
         results["test_split"] = {"files": int(test_mask.sum()),
                                  "bonafide": int((labels[test_mask] == 0).sum()),
                                  "spoof": int((labels[test_mask] == 1).sum())}
-    results["leave_one_family_out"] = lofo_table()
-    print_lofo(results["leave_one_family_out"])
+    fold_lofo(results)
     results["wall_seconds"] = round(time.time() - t_start, 1)
     write_results(results)
     split = results["generated_test_split"]
@@ -592,15 +614,25 @@ def write_results(results: dict) -> None:
                                              ensure_ascii=False) + "\n")
 
 
-def print_lofo(doc: dict) -> None:
+def fold_lofo(results: dict) -> None:
+    """Fold both leave-one-family-out tables into ``results`` and print them."""
+    results["leave_one_family_out"] = lofo_table()
+    results["leave_one_family_out_with_phase_cue"] = lofo_with_phase_cue_table()
+    print_lofo(results["leave_one_family_out"], "CNN retrains")
+    print_lofo(results["leave_one_family_out_with_phase_cue"], "CNN retrains + phase cue")
+
+
+def print_lofo(doc: dict, what: str) -> None:
     if "table" not in doc:
-        print(f"leave-one-family-out: {doc['skipped']}")
+        print(f"leave-one-family-out, {what}: {doc['skipped']}")
         return
-    print(f"\nleave-one-family-out ({doc['steps']}-step retrains)\n"
+    print(f"\nleave-one-family-out, {what}\n"
           f"{'held-out family':20s} {'n':>5s} {'EER wb %':>9s} {'EER μ-law %':>12s}")
     for fam, e in doc["table"].items():
+        ci = (f"  95 % CI {e['eer_ci95_pct_wideband']} / {e['eer_ci95_pct_mulaw8k']}"
+              if "eer_ci95_pct_wideband" in e else "")
         print(f"{fam:20s} {e['n_spoof']:5d} {e['eer_pct_wideband']:9.1f} "
-              f"{e['eer_pct_mulaw8k']:12.1f}")
+              f"{e['eer_pct_mulaw8k']:12.1f}{ci}")
 
 
 def print_row(name: str, cond: str, entry: dict) -> None:

@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.metrics import eer
+from bench.metrics import bootstrap_eer, eer
 from streamguard.config import bundled_model_path
 from streamguard.detectors.phase_cue import (
     GenuinePhaseModel,
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     model = fit_genuine_model(features, genuine_train)
     tvc.log(f"genuine RPS model: {len(genuine_train)} training files x 2 channels "
             f"({time.time() - t0:.0f} s)")
-    music_model = shipped_cue().music
+    cue = shipped_cue()
     rows_out: dict = {}
     for path in args.scores:
         rows = read_scores(path)
@@ -272,11 +272,18 @@ def main(argv: list[str] | None = None) -> int:
                                                     "n_spoof": int(y.sum()),
                                                     "n_bonafide": int((y == 0).sum()),
                                                     "n_calibration_bonafide": len(cal)})
-            entry.update(eers(y, {"cnn": cnn, "rps": rps,
-                                  **fusions(cnn_cal, rps_cal, cnn, judged,
-                                            music_model.distance(test_features))}, channel))
+            scores = {"cnn": cnn, "rps": rps,
+                      **fusions(cnn_cal, rps_cal, cnn, judged,
+                                cue.music.distance(test_features))}
+            entry.update(eers(y, scores, channel))
+            groups = np.array([items[r["key"]].group for r in test])
+            for name in ("cnn", "fused"):
+                entry[f"eer_ci95_pct_{name}_{channel}"] = [
+                    round(100 * v, 2) for v in bootstrap_eer(scores[name], y, groups=groups)]
         e = rows_out[path.stem]
-        print(f"{path.stem:40s} {e['held_out']:16s} {summary(e)}", flush=True)
+        print(f"{path.stem:40s} {e['held_out']:16s} {summary(e)}; fused 95 % CI "
+              f"{e['eer_ci95_pct_fused_wideband']} / {e['eer_ci95_pct_fused_mulaw8k']}",
+              flush=True)
     genuine_test = [k for k, it in items.items() if it.split == "test" and it.label == 0]
     families = sorted({it.family for it in items.values() if it.label == 1})
     one_class: dict = {}
@@ -304,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
                      "the CNN z-score plus the phase z-score above its genuine calibration 90th "
                      "percentile (fused_hinge); EER of all files "
                      "of the held-out family vs the genuine test split"),
+        "fused_as_in": cue.version,
+        "bootstrap": ("eer_ci95_pct_*: 95 % percentile interval over 1000 resamplings of "
+                      "the split's groups (genuine speakers; resynthesised speakers or "
+                      "sentences of the held-out family)"),
         "split_seed": args.split_seed,
         "n_genuine_training_files": len(genuine_train),
         "fusion_with_loso_rows": rows_out,

@@ -253,6 +253,10 @@ def detection_rates(bench_dir: Path | None) -> dict[str, Any]:
     table = loso.get("table") or loso.get("families") or {}
     families = {fam: {k: v for k, v in m.items() if k.startswith(("eer_pct", "n_"))}
                 for fam, m in sorted(table.items()) if isinstance(m, dict)}
+    paired = data.get("leave_one_family_out_with_phase_cue") or {}
+    paired_families = {fam: {k: v for k, v in m.items() if k.startswith(("eer_", "n_"))}
+                       for fam, m in sorted((paired.get("table") or {}).items())
+                       if isinstance(m, dict)}
     out: dict[str, Any] = {
         "status": "measured", "source": str(eer_path),
         "measured_at": _measured_at(eer_path, data),
@@ -270,6 +274,9 @@ def detection_rates(bench_dir: Path | None) -> dict[str, Any]:
                             "per_family": unseen_rows} if unseen_rows else NOT_MEASURED,
         "leave_one_source_out": {"protocol": loso.get("protocol"), "families": families}
         if families else NOT_MEASURED,
+        "leave_one_family_out_with_phase_cue": {
+            "detector": paired.get("detector"), "protocol": paired.get("protocol"),
+            "families": paired_families} if paired_families else NOT_MEASURED,
     }
     speaker = _load(bench_dir / "speaker.json") if bench_dir else None
     out["speaker_verification"] = _speaker_rows(speaker) if speaker else NOT_MEASURED
@@ -373,6 +380,11 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join("–" if c is None else str(c) for c in row) + " |" for row in rows]
     return out
+
+
+def _with_ci(row: dict[str, Any], channel: str) -> str:
+    low, high = row.get(f"eer_ci95_pct_{channel}") or (None, None)
+    return f"{row.get(f'eer_pct_{channel}')} [{low}, {high}]"
 
 
 def _counts(title: str, counts: dict[str, int]) -> list[str]:
@@ -491,6 +503,14 @@ def _render_detection(det: dict[str, Any]) -> list[str]:
                        m.get("n_bonafide")) for f, m in loso["families"].items()])
     else:
         md += [f"Unseen-family generalisation: {NOT_MEASURED}."]
+    paired = det.get("leave_one_family_out_with_phase_cue")
+    if isinstance(paired, dict):
+        md += ["", f"**Unseen synthesis families, as the detector runs ({paired['detector']})**",
+               "", f"{paired.get('protocol') or ''}", ""]
+        md += _table(("held-out family", "EER wideband % [95 % CI]",
+                      "EER μ-law 8 kHz % [95 % CI]", "n synthetic", "n genuine"),
+                     [(f, _with_ci(m, "wideband"), _with_ci(m, "mulaw8k"), m.get("n_spoof"),
+                       m.get("n_bonafide")) for f, m in paired["families"].items()])
     md += ["", "**Speaker verification (impersonation of enrolled voices)**", ""]
     spk = det["speaker_verification"]
     if isinstance(spk, list) and spk:

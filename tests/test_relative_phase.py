@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -46,3 +48,17 @@ def test_windows_the_cue_cannot_judge_keep_the_cnn_score_in_every_fusion():
     for scores in fused.values():
         assert scores[0] == pytest.approx(z_cnn[0])
     assert np.isfinite(fused["fused"]).all() and fused["fused_hinge"][1] > z_cnn[1] + 10
+
+
+def test_the_committed_lofo_rows_belong_to_the_shipped_cue_and_are_folded_into_eer_json():
+    """A refit cue must be followed by a rerun of the rows (and bench.eer --lofo-only)."""
+    from bench import eer as eer_bench
+
+    folded = eer_bench.lofo_with_phase_cue_table()
+    assert folded["detector"] == f"held-out CNN + {rp.shipped_cue().version}"
+    committed = json.loads((eer_bench.OUT / "eer.json").read_text())
+    assert committed["leave_one_family_out_with_phase_cue"] == folded
+    for row in folded["table"].values():
+        for channel in ("wideband", "mulaw8k"):
+            low, high = row[f"eer_ci95_pct_{channel}"]
+            assert low <= row[f"eer_pct_{channel}"] <= high

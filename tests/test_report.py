@@ -35,6 +35,12 @@ EER_FIXTURE = {
                             "per_family": {"phase-vocoder": {
                                 "eer_pct": 12.4, "eer_ci95_pct": [8.0, 17.0], "fnr_pct": 72.3,
                                 "fnr_ci95_pct": [60.0, 80.0], "n_spoof": 242}}}}}},
+    "leave_one_family_out_with_phase_cue": {
+        "detector": "held-out CNN + rps-test", "protocol": "one family held out",
+        "table": {"world-vc": {"n_spoof": 242, "n_bonafide": 210, "eer_pct_wideband": 8.6,
+                               "eer_pct_mulaw8k": 8.5, "eer_ci95_pct_wideband": [3.1, 17.4],
+                               "eer_ci95_pct_mulaw8k": [3.8, 18.4],
+                               "eer_pct_cnn_alone_wideband": 28.1}}},
 }
 
 
@@ -116,6 +122,10 @@ def test_report_counts_policy_and_bench(log, tmp_path):
     assert [(f["family"], f["fnr_pct"]) for f in unseen["per_family"]] == [("phase-vocoder",
                                                                             72.3)]
     assert "never trained on" in md and "72.30 % [60.00, 80.00] %" in md
+    paired = det["leave_one_family_out_with_phase_cue"]
+    assert paired["families"]["world-vc"]["eer_ci95_pct_mulaw8k"] == [3.8, 18.4]
+    assert "as the detector runs (held-out CNN + rps-test)" in md
+    assert "| world-vc | 8.6 [3.1, 17.4] | 8.5 [3.8, 18.4] | 242 | 210 |" in md
 
 
 def test_newer_policy_change_and_since(log, tmp_path):
