@@ -251,12 +251,9 @@ def detection_rates(bench_dir: Path | None) -> dict[str, Any]:
     unseen_rows = _family_rows(unseen)
     loso = data.get("leave_one_family_out") or data.get("leave_one_source_out") or {}
     table = loso.get("table") or loso.get("families") or {}
-    families = {fam: {k: v for k, v in m.items() if k.startswith(("eer_pct", "n_"))}
-                for fam, m in sorted(table.items()) if isinstance(m, dict)}
+    families = _numbers_by_family(table, ("eer_pct", "n_"))
     paired = data.get("leave_one_family_out_with_phase_cue") or {}
-    paired_families = {fam: {k: v for k, v in m.items() if k.startswith(("eer_", "n_"))}
-                       for fam, m in sorted((paired.get("table") or {}).items())
-                       if isinstance(m, dict)}
+    paired_families = _numbers_by_family(paired.get("table") or {}, ("eer_", "n_"))
     out: dict[str, Any] = {
         "status": "measured", "source": str(eer_path),
         "measured_at": _measured_at(eer_path, data),
@@ -281,6 +278,12 @@ def detection_rates(bench_dir: Path | None) -> dict[str, Any]:
     speaker = _load(bench_dir / "speaker.json") if bench_dir else None
     out["speaker_verification"] = _speaker_rows(speaker) if speaker else NOT_MEASURED
     return out
+
+
+def _numbers_by_family(table: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any]:
+    """Each family's entries whose names start with one of ``prefixes``, families sorted."""
+    return {fam: {k: v for k, v in m.items() if k.startswith(prefixes)}
+            for fam, m in sorted(table.items()) if isinstance(m, dict)}
 
 
 def _family_rows(section: dict[str, Any]) -> list[dict[str, Any]]:
@@ -380,11 +383,6 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join("–" if c is None else str(c) for c in row) + " |" for row in rows]
     return out
-
-
-def _with_ci(row: dict[str, Any], channel: str) -> str:
-    low, high = row.get(f"eer_ci95_pct_{channel}") or (None, None)
-    return f"{row.get(f'eer_pct_{channel}')} [{low}, {high}]"
 
 
 def _counts(title: str, counts: dict[str, int]) -> list[str]:
@@ -507,10 +505,12 @@ def _render_detection(det: dict[str, Any]) -> list[str]:
     if isinstance(paired, dict):
         md += ["", f"**Unseen synthesis families, as the detector runs ({paired['detector']})**",
                "", f"{paired.get('protocol') or ''}", ""]
-        md += _table(("held-out family", "EER wideband % [95 % CI]",
-                      "EER μ-law 8 kHz % [95 % CI]", "n synthetic", "n genuine"),
-                     [(f, _with_ci(m, "wideband"), _with_ci(m, "mulaw8k"), m.get("n_spoof"),
-                       m.get("n_bonafide")) for f, m in paired["families"].items()])
+        md += _table(("held-out family", "EER wideband [95 % CI]",
+                      "EER μ-law 8 kHz [95 % CI]", "n synthetic", "n genuine"),
+                     [(f, *(_pct_ci(m.get(f"eer_pct_{ch}"), m.get(f"eer_ci95_pct_{ch}"))
+                            for ch in ("wideband", "mulaw8k")),
+                       m.get("n_spoof"), m.get("n_bonafide"))
+                      for f, m in paired["families"].items()])
     md += ["", "**Speaker verification (impersonation of enrolled voices)**", ""]
     spk = det["speaker_verification"]
     if isinstance(spk, list) and spk:

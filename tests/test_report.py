@@ -125,7 +125,7 @@ def test_report_counts_policy_and_bench(log, tmp_path):
     paired = det["leave_one_family_out_with_phase_cue"]
     assert paired["families"]["world-vc"]["eer_ci95_pct_mulaw8k"] == [3.8, 18.4]
     assert "as the detector runs (held-out CNN + rps-test)" in md
-    assert "| world-vc | 8.6 [3.1, 17.4] | 8.5 [3.8, 18.4] | 242 | 210 |" in md
+    assert "| world-vc | 8.60 % [3.10, 17.40] % | 8.50 % [3.80, 18.40] % | 242 | 210 |" in md
 
 
 def test_newer_policy_change_and_since(log, tmp_path):
