@@ -34,8 +34,15 @@ typical than average counting against (``fused_two_sided``, rps-1.1.0), with
 equal weight and no music model (``fused_plain_sum``), or the phase z-score
 counted only above its genuine 90th percentile (``fused_hinge``, rps-1.0.0).
 
-    nice -n 5 .venv/bin/python -m bench.relative_phase [CSV ...] [--shipped] \
-        [--cache FILE.npz] [--out bench/results/relative_phase.json]
+``--ensemble`` reads CSVs of one held-out family scored with different
+training seeds (``bench.loso --seed S --split-seed 0``) as members of one
+detector: each member's margins become z-scores against its own genuine
+calibration files, their mean is the ensemble's margin, and that is fused
+like a single model's. A training seed moves a held-out row by up to 11
+points (the channel vocoder: 5.3-16.7 %), so one seed's row says little.
+
+    nice -n 5 .venv/bin/python -m bench.relative_phase [CSV ...] [--ensemble] \
+        [--shipped] [--cache FILE.npz] [--out bench/results/relative_phase.json]
 
 Needs the generated corpus and the dev extra (for the split and the channel
 simulation of models/train_voice_clone.py); uses numpy only for the cue.
@@ -88,6 +95,48 @@ def read_scores(path: Path) -> list[dict]:
         raise SystemExit(f"error: {path} has no 'split' column: rerun bench.loso --scores "
                          "(the genuine calibration files are the fusion's reference)")
     return rows
+
+
+def row_files(paths: list[Path], ensemble: bool) -> dict[str, list[Path]]:
+    """The rows to report and their score files: one row per file, or with
+    ``ensemble`` one per held-out family, its files the members (training seeds)."""
+    if not ensemble:
+        return {path.stem: [path] for path in paths}
+    groups: dict[str, list[Path]] = {}
+    for path in paths:
+        groups.setdefault(read_scores(path)[0]["held_out"], []).append(path)
+    return {f"{family}-ensemble{len(members)}": members for family, members in groups.items()}
+
+
+def margins_of(table: list[dict], channel: str, like: list[dict]) -> np.ndarray:
+    """``table``'s margins of the files of ``like``, in its order; an error if a file
+    is missing (members scored on different splits cannot be averaged)."""
+    by_key = {r["key"]: float(r["margin"]) for r in table if r["channel"] == channel}
+    missing = [r["key"] for r in like if r["key"] not in by_key]
+    if missing:
+        raise SystemExit(f"error: ensemble members were scored on different files "
+                         f"({missing[0]} and {len(missing) - 1} more missing): use one "
+                         "bench.loso --split-seed for all of them")
+    return np.array([by_key[r["key"]] for r in like])
+
+
+def mean_margins(tables: list[list[dict]], channel: str
+                 ) -> tuple[list[dict], list[dict], np.ndarray, np.ndarray]:
+    """The calibration and test rows of ``channel`` and their CNN margins: one model's
+    as scored, or an ensemble's, the mean of each member's margins as a z-score against
+    its own genuine calibration files (members differ in scale, so a raw mean would let
+    the widest decide)."""
+    first = tables[0]
+    cal = [r for r in first if r["channel"] == channel and r["split"] == "calibration"]
+    test = [r for r in first if r["channel"] == channel and r["split"] == "test"]
+    if len(tables) == 1:
+        return cal, test, margins_of(first, channel, cal), margins_of(first, channel, test)
+    cal_z, test_z = [], []
+    for table in tables:
+        reference = margins_of(table, channel, cal)
+        cal_z.append(z_by(reference, reference))
+        test_z.append(z_by(reference, margins_of(table, channel, test)))
+    return cal, test, np.mean(cal_z, axis=0), np.mean(test_z, axis=0)
 
 
 def z_by(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -233,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None,
                     help="keep every window's RPS statistics in this .npz (≈ 0.1 s a window "
                          "to compute), so a rerun with more CSVs only scores the margins")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="score files of one held-out family are seeds of an ensemble: "
+                         "one row each, the mean of the members' z-scored margins")
     ap.add_argument("--shipped", action="store_true",
                     help="also fuse the shipped model's margins, on its own split")
     args = ap.parse_args(argv)
@@ -256,22 +308,23 @@ def main(argv: list[str] | None = None) -> int:
             f"({time.time() - t0:.0f} s)")
     cue = shipped_cue()
     rows_out: dict = {}
-    for path in args.scores:
-        rows = read_scores(path)
+    for row, paths in row_files(args.scores, args.ensemble).items():
+        tables = [read_scores(path) for path in paths]
         for channel in ("wideband", "mulaw8k"):
-            cal = [r for r in rows if r["channel"] == channel and r["split"] == "calibration"]
-            test = [r for r in rows if r["channel"] == channel and r["split"] == "test"]
+            cal, test, cnn_cal, cnn = mean_margins(tables, channel)
             y = np.array([int(r["label"]) for r in test])
-            cnn = np.array([float(r["margin"]) for r in test])
-            cnn_cal = np.array([float(r["margin"]) for r in cal])
             test_features = features(channel, [r["key"] for r in test])
             judged = model.judged_distance(test_features)
             rps_cal = model.judged_distance(features(channel, [r["key"] for r in cal]))
             rps = no_opinion(judged, rps_cal)
-            entry = rows_out.setdefault(path.stem, {"held_out": test[0]["held_out"],
-                                                    "n_spoof": int(y.sum()),
-                                                    "n_bonafide": int((y == 0).sum()),
-                                                    "n_calibration_bonafide": len(cal)})
+            entry = rows_out.setdefault(row, {"held_out": test[0]["held_out"],
+                                              "n_spoof": int(y.sum()),
+                                              "n_bonafide": int((y == 0).sum()),
+                                              "n_calibration_bonafide": len(cal)})
+            if len(paths) > 1:
+                entry["members"] = [path.stem for path in paths]
+                entry[f"eer_pct_cnn_members_{channel}"] = [
+                    round(100 * eer(margins_of(t, channel, test), y)[0], 2) for t in tables]
             scores = {"cnn": cnn, "rps": rps,
                       **fusions(cnn_cal, rps_cal, cnn, judged,
                                 cue.music.distance(test_features))}
@@ -280,8 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("cnn", "fused"):
                 entry[f"eer_ci95_pct_{name}_{channel}"] = [
                     round(100 * v, 2) for v in bootstrap_eer(scores[name], y, groups=groups)]
-        e = rows_out[path.stem]
-        print(f"{path.stem:40s} {e['held_out']:16s} {summary(e)}; fused 95 % CI "
+        e = rows_out[row]
+        print(f"{row:40s} {e['held_out']:16s} {summary(e)}; fused 95 % CI "
               f"{e['eer_ci95_pct_fused_wideband']} / {e['eer_ci95_pct_fused_mulaw8k']}",
               flush=True)
     genuine_test = [k for k, it in items.items() if it.split == "test" and it.label == 0]

@@ -62,3 +62,38 @@ def test_the_committed_lofo_rows_belong_to_the_shipped_cue_and_are_folded_into_e
         for channel in ("wideband", "mulaw8k"):
             low, high = row[f"eer_ci95_pct_{channel}"]
             assert low <= row[f"eer_pct_{channel}"] <= high
+
+
+def _scores(path, held_out, margins):
+    """A bench.loso --scores file: two calibration and two test files per channel."""
+    lines = ["held_out,channel,split,key,label,family,margin"]
+    for channel in ("wideband", "mulaw8k"):
+        for (split, key, label), m in zip(
+                [("calibration", "c1", 0), ("calibration", "c2", 0),
+                 ("test", "g1", 0), ("test", "s1", 1)], margins, strict=True):
+            lines.append(f"{held_out},{channel},{split},{key},{label},f,{m}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_an_ensemble_averages_each_members_margins_as_z_scores_of_its_own_calibration(tmp_path):
+    narrow = _scores(tmp_path / "cv.csv", "channel-vocoder", [-1.0, 1.0, 0.0, 3.0])
+    wide = _scores(tmp_path / "cv-seed1.csv", "channel-vocoder", [-10.0, 10.0, 10.0, -10.0])
+    world = _scores(tmp_path / "world.csv", "world-vc", [0.0, 2.0, 1.0, 1.0])
+    groups = rp.row_files([narrow, world, wide], ensemble=True)
+    assert groups == {"channel-vocoder-ensemble2": [narrow, wide], "world-vc-ensemble1": [world]}
+    assert rp.row_files([narrow, wide], ensemble=False) == {"cv": [narrow], "cv-seed1": [wide]}
+    tables = [rp.read_scores(p) for p in groups["channel-vocoder-ensemble2"]]
+    cal, test, cal_m, test_m = rp.mean_margins(tables, "mulaw8k")
+    assert [r["key"] for r in test] == ["g1", "s1"] and len(cal) == 2
+    # z-scores: narrow (0, 3) and wide (1, -1); the wide member's scale does not win
+    assert np.allclose(test_m, [0.5, 1.0])
+    assert np.allclose(cal_m, [-1.0, 1.0])
+
+
+def test_ensemble_members_scored_on_other_files_are_refused(tmp_path):
+    a = _scores(tmp_path / "a.csv", "world-vc", [0.0, 1.0, 0.0, 1.0])
+    b = tmp_path / "b.csv"
+    b.write_text(a.read_text().replace("s1", "s9"))
+    with pytest.raises(SystemExit, match="split-seed"):
+        rp.mean_margins([rp.read_scores(a), rp.read_scores(b)], "wideband")
