@@ -37,7 +37,8 @@ counted only above its genuine 90th percentile (``fused_hinge``, rps-1.0.0).
 ``--ensemble`` reads CSVs of one held-out family scored with different
 training seeds (``bench.loso --seed S --split-seed 0``) as members of one
 detector: each member's margins become z-scores against its own genuine
-calibration files, their mean is the ensemble's margin, and that is fused
+calibration files (both channels, as models/voice_clone_net.SeedEnsemble
+does at run time), their mean is the ensemble's margin, and that is fused
 like a single model's. A training seed moves a held-out row by up to 11
 points (the channel vocoder: 5.3-16.7 %), so one seed's row says little.
 
@@ -124,17 +125,22 @@ def mean_margins(tables: list[list[dict]], channel: str
                  ) -> tuple[list[dict], list[dict], np.ndarray, np.ndarray]:
     """The calibration and test rows of ``channel`` and their CNN margins: one model's
     as scored, or an ensemble's, the mean of each member's margins as a z-score against
-    its own genuine calibration files (members differ in scale, so a raw mean would let
-    the widest decide)."""
+    its own genuine calibration files, both channels together as the shipped ensemble
+    does (it cannot know the channel). Members differ in scale, so a raw mean would let
+    the widest decide."""
     first = tables[0]
     cal = [r for r in first if r["channel"] == channel and r["split"] == "calibration"]
     test = [r for r in first if r["channel"] == channel and r["split"] == "test"]
     if len(tables) == 1:
         return cal, test, margins_of(first, channel, cal), margins_of(first, channel, test)
+    both = [r for r in first if r["split"] == "calibration"]
     cal_z, test_z = [], []
     for table in tables:
-        reference = margins_of(table, channel, cal)
-        cal_z.append(z_by(reference, reference))
+        reference = np.array([float(r["margin"]) for r in table if r["split"] == "calibration"])
+        if len(reference) != len(both):
+            raise SystemExit("error: ensemble members were scored on different calibration "
+                             "files: use one bench.loso --split-seed for all of them")
+        cal_z.append(z_by(reference, margins_of(table, channel, cal)))
         test_z.append(z_by(reference, margins_of(table, channel, test)))
     return cal, test, np.mean(cal_z, axis=0), np.mean(test_z, axis=0)
 

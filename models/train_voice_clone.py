@@ -40,7 +40,7 @@ import re
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import augment
-from voice_clone_net import INPUT_SAMPLES, SAMPLE_RATE, VoiceCloneNet, count_parameters
+from voice_clone_net import (
+    INPUT_SAMPLES,
+    SAMPLE_RATE,
+    SeedEnsemble,
+    VoiceCloneNet,
+    count_parameters,
+)
 
 from bench.metrics import eer as bench_eer
 
@@ -517,13 +523,21 @@ def train(items: list[Item], cfg: TrainConfig, babble: list[np.ndarray],
 
 
 @torch.no_grad()
-def margins(model: VoiceCloneNet, windows: np.ndarray, batch: int = 32) -> np.ndarray:
+def margins(model: torch.nn.Module, windows: np.ndarray, batch: int = 32) -> np.ndarray:
     """Spoof margin m = logit0 - logit1 for each window."""
     out = []
     for s in range(0, len(windows), batch):
         logits = model(torch.from_numpy(np.ascontiguousarray(windows[s:s + batch])))
         out.append((logits[:, 0] - logits[:, 1]).numpy())
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def seed_ensemble(nets: list[VoiceCloneNet], genuine_cal: list[Item]) -> SeedEnsemble:
+    """The members as one model, each margin z-scored against the genuine calibration
+    files' windows, wideband and μ-law together (at run time the channel is unknown)."""
+    refs = [np.concatenate([margins(net, channel_windows(genuine_cal, ch))
+                            for ch in ("wideband", "mulaw8k")]) for net in nets]
+    return SeedEnsemble(nets, [float(r.mean()) for r in refs], [float(r.std()) for r in refs])
 
 
 # -------------------------------------------------------------- evaluation
@@ -626,7 +640,7 @@ def report(m: np.ndarray, items: list[Item], cal: tuple[float, float]) -> dict:
 # ------------------------------------------------------------------ export
 
 
-def export_onnx(model: VoiceCloneNet, path: Path) -> None:
+def export_onnx(model: torch.nn.Module, path: Path) -> None:
     model.eval()
     example = torch.zeros(2, INPUT_SAMPLES)
     torch.onnx.export(
@@ -645,7 +659,7 @@ def ort_session(path: Path, threads: int = 1):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def verify_onnx(model: VoiceCloneNet, path: Path, windows: np.ndarray) -> float:
+def verify_onnx(model: torch.nn.Module, path: Path, windows: np.ndarray) -> float:
     sess = ort_session(path)
     with torch.no_grad():
         ref = model(torch.from_numpy(windows)).numpy()
@@ -695,6 +709,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=1400)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--members", type=int, default=1,
+                    help="train this many models, seeds --seed, --seed + 1, ... (the split "
+                         "stays --seed's), and ship their SeedEnsemble")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-corpus", action="store_true", help="shared corpus only")
     ap.add_argument("--wait-corpus", type=float, default=0.0,
@@ -753,12 +770,20 @@ def main(argv: list[str] | None = None) -> int:
     babble = [it.audio for it in by_split["train"] if it.label == 0]
     cfg = TrainConfig(steps=args.steps, seed=args.seed, time_branch=args.time_branch,
                       paired=args.paired)
+    if args.members < 1:
+        ap.error("--members must be at least 1")
     t_train = time.time()
-    model = train(by_split["train"], cfg, babble, music)
+    nets = []
+    for i in range(args.members):
+        if args.members > 1:
+            log(f"member {i + 1} of {args.members}: seed {args.seed + i}")
+        nets.append(train(by_split["train"], replace(cfg, seed=args.seed + i), babble, music))
     train_s = time.time() - t_train
 
     # Calibration: wideband + phone-channel windows of the calibration split.
     cal_items = by_split["calib"]
+    model: torch.nn.Module = nets[0] if args.members == 1 else seed_ensemble(
+        nets, [it for it in cal_items if it.label == 0])
     cal_m = np.concatenate([margins(model, channel_windows(cal_items, ch))
                             for ch in ("wideband", "mulaw8k")])
     cal_y = np.array([it.label for it in cal_items] * 2)
@@ -793,7 +818,10 @@ def main(argv: list[str] | None = None) -> int:
     sidecar = {
         "name": "voice_clone",
         "version": args.version,
-        "architecture": ARCH + (TIME_BRANCH_ARCH if cfg.time_branch else ""),
+        "architecture": (f"mean of {args.members} members' spoof margins, each a z-score "
+                         "against its genuine calibration windows; each member: "
+                         if args.members > 1 else "")
+        + ARCH + (TIME_BRANCH_ARCH if cfg.time_branch else ""),
         "sample_rate": SAMPLE_RATE,
         "input_samples": INPUT_SAMPLES,
         "input_name": "waveform",
@@ -809,12 +837,18 @@ def main(argv: list[str] | None = None) -> int:
         "onnx": {"opset": 17, "max_abs_diff_ort_vs_torch": diff,
                  "size_bytes": args.out.stat().st_size, "sha256": onnx_sha,
                  "parameters": count_parameters(model)},
+        **({"ensemble": {"member_seeds": [args.seed + i for i in range(args.members)],
+                         "margin_centre": model.centre.tolist(),
+                         "margin_scale": model.scale.tolist()}}
+           if isinstance(model, SeedEnsemble) else {}),
         "trained_families": families,
         "trained_genuine_sources": genuine,
         "provenance": (
             f"models/train_voice_clone.py --steps {args.steps} --seed {args.seed}"
+            + (f" --members {args.members}" if args.members > 1 else "")
             + (" --time-branch" if args.time_branch else "")
             + (" --music" if args.music else "")
+            + (f" --paired {args.paired}" if args.paired else "")
             + (f" --exclude-families {','.join(sorted(excluded))}" if excluded else "")
             + f" (torch {torch.__version__}, {args.threads} threads); data: shared corpus "
             f"../shared/data/speech (150 files)"

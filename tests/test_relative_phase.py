@@ -86,9 +86,20 @@ def test_an_ensemble_averages_each_members_margins_as_z_scores_of_its_own_calibr
     tables = [rp.read_scores(p) for p in groups["channel-vocoder-ensemble2"]]
     cal, test, cal_m, test_m = rp.mean_margins(tables, "mulaw8k")
     assert [r["key"] for r in test] == ["g1", "s1"] and len(cal) == 2
-    # z-scores: narrow (0, 3) and wide (1, -1); the wide member's scale does not win
+    # z-scores against both channels' calibration files: narrow (0, 3), wide (1, -1);
+    # the wide member's scale does not win
     assert np.allclose(test_m, [0.5, 1.0])
     assert np.allclose(cal_m, [-1.0, 1.0])
+    shifted = tmp_path / "cv-seed2.csv"
+    shifted.write_text(wide.read_text().replace("mulaw8k,calibration,c1,0,f,-10.0",
+                                                "mulaw8k,calibration,c1,0,f,-30.0"))
+    _, _, cal_m, _ = rp.mean_margins([rp.read_scores(shifted)], "wideband")
+    assert np.allclose(cal_m, [-10.0, 10.0])  # one model: its margins as scored
+    _, _, cal_m, test_m = rp.mean_margins([rp.read_scores(narrow), rp.read_scores(shifted)],
+                                          "wideband")
+    reference = np.array([-10.0, 10.0, -30.0, 10.0])
+    wide_z = (np.array([-10.0, 10.0, 10.0, -10.0]) - reference.mean()) / reference.std()
+    assert np.allclose(test_m, (np.array([0.0, 3.0]) + wide_z[2:]) / 2)
 
 
 def test_ensemble_members_scored_on_other_files_are_refused(tmp_path):

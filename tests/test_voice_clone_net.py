@@ -15,7 +15,7 @@ pytest.importorskip("onnx")
 sys.path.insert(0, str(REPO / "models"))
 
 import train_voice_clone as tvc  # noqa: E402
-from voice_clone_net import VoiceCloneNet, count_parameters  # noqa: E402
+from voice_clone_net import SeedEnsemble, VoiceCloneNet, count_parameters  # noqa: E402
 
 
 def test_default_net_is_the_shipped_architecture():
@@ -41,6 +41,24 @@ def test_time_branch_exports_and_ignores_gain(tmp_path):
     path = tmp_path / "vc.onnx"
     tvc.export_onnx(model, path)
     assert tvc.verify_onnx(model, path, windows) < 1e-3
+
+
+def test_a_seed_ensemble_exports_as_one_graph_whose_margin_is_the_mean_member_z_score(tmp_path):
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(VoiceCloneNet().eval())
+    ensemble = SeedEnsemble(members, centre=[0.5, -1.0], scale=[2.0, 0.25]).eval()
+    windows = (0.1 * np.random.default_rng(2).standard_normal((3, tvc.INPUT_SAMPLES)))
+    windows = windows.astype(np.float32)
+    each = [tvc.margins(m, windows) for m in members]
+    expected = ((each[0] - 0.5) / 2.0 + (each[1] + 1.0) / 0.25) / 2
+    assert np.allclose(tvc.margins(ensemble, windows), expected, atol=1e-5)
+    path = tmp_path / "ensemble.onnx"
+    tvc.export_onnx(ensemble, path)
+    assert tvc.verify_onnx(ensemble, path, windows) < 1e-3
+    with pytest.raises(ValueError, match="per member"):
+        SeedEnsemble(members, centre=[0.0], scale=[1.0])
 
 
 def test_music_bed_mixes_music_under_speech_at_0_to_20_db():
