@@ -20,7 +20,9 @@ writes every scored file's spoof margin (one CSV row per file and channel;
 the genuine calibration files too, marked by the ``split`` column, as a
 reference that no EER here uses), for reading which sources a row misses.
 ``--seeds 0,1,2`` trains one model per seed for each held-out family and
-scores their mean margin (an ensemble, with each member's EER beside it);
+scores them as models/train_voice_clone.py --members ships them (the mean of
+each member's margins z-scored against its genuine calibration files, with
+each member's EER beside it);
 ``--split-seed`` keeps the genuine test files fixed while the training seed
 varies.
 """
@@ -57,6 +59,12 @@ def recipe(steps: int, seeds: list[int], time_branch: bool, music: bool, use_cor
     return doc
 
 
+def combined(members: list[np.ndarray], references: list[np.ndarray]) -> np.ndarray:
+    """One model's margins, or an ensemble's as models/train_voice_clone.py --members
+    ships it: the members' margins z-scored against their genuine ``references``."""
+    return members[0] if len(members) == 1 else tvc.ensemble_margins(members, references)
+
+
 def run(families: list[str] | None, steps: int, seeds: list[int], use_corpus: bool,
         time_branch: bool = False, music: bool = False, paired: float = 0.0,
         scores: Path | None = None, split_seed: int | None = None) -> dict:
@@ -67,10 +75,11 @@ def run(families: list[str] | None, steps: int, seeds: list[int], use_corpus: bo
     items = tvc.load_all(items)
     train_items = [it for it in items if it.split == "train"]
     genuine_test = [it for it in items if it.split == "test" and it.label == 0]
-    # Scored only for --scores: a reference that no EER here uses, so a later
-    # fusion can normalise margins without looking at the test files.
+    # Scored for --scores (a reference that no EER here uses, so a later fusion can
+    # normalise margins without looking at the test files) and for an ensemble (each
+    # member's margins become z-scores against them, as SeedEnsemble's do).
     genuine_cal = ([it for it in items if it.split == "calib" and it.label == 0]
-                   if scores is not None else [])
+                   if scores is not None or len(seeds) > 1 else [])
     all_families = sorted({it.family for it in train_items if it.label == 1})
     families = families or all_families
     babble = [it.audio for it in train_items if it.label == 0]
@@ -106,13 +115,14 @@ def run(families: list[str] | None, steps: int, seeds: list[int], use_corpus: bo
                        "trained_on": sorted({it.family for it in train if it.label == 1})}
         y = np.r_[np.zeros(len(genuine_test)), np.ones(len(held))].astype(int)
         keep = np.r_[core, np.ones(len(held), dtype=bool)]
+        references = [np.concatenate(both) for both in zip(*cal_per_seed.values(), strict=True)]
         for ch, ms in per_seed.items():
-            m = np.mean(ms, axis=0)  # the ensemble's margin: mean logit difference
+            m = combined(ms, references)
             rows += [(fam, ch, "test", it.key, it.label, it.family, f"{v:.4f}")
                      for it, v in zip(genuine_test + held, m, strict=True)]
             if genuine_cal:
                 rows += [(fam, ch, "calibration", it.key, it.label, it.family, f"{v:.4f}")
-                         for it, v in zip(genuine_cal, np.mean(cal_per_seed[ch], axis=0),
+                         for it, v in zip(genuine_cal, combined(cal_per_seed[ch], references),
                                           strict=True)]
             entry[f"eer_pct_{ch}"] = round(100 * tvc.eer(m, y), 2)
             entry[f"eer_pct_{ch}_without_evaluation_only_genuine"] = round(

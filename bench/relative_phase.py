@@ -129,20 +129,18 @@ def mean_margins(tables: list[list[dict]], channel: str
     does (it cannot know the channel). Members differ in scale, so a raw mean would let
     the widest decide."""
     first = tables[0]
-    cal = [r for r in first if r["channel"] == channel and r["split"] == "calibration"]
-    test = [r for r in first if r["channel"] == channel and r["split"] == "test"]
+
+    def rows(channel: str, split: str) -> list[dict]:
+        return [r for r in first if r["channel"] == channel and r["split"] == split]
+
+    cal, test = rows(channel, "calibration"), rows(channel, "test")
     if len(tables) == 1:
         return cal, test, margins_of(first, channel, cal), margins_of(first, channel, test)
-    both = [r for r in first if r["split"] == "calibration"]
-    cal_z, test_z = [], []
-    for table in tables:
-        reference = np.array([float(r["margin"]) for r in table if r["split"] == "calibration"])
-        if len(reference) != len(both):
-            raise SystemExit("error: ensemble members were scored on different calibration "
-                             "files: use one bench.loso --split-seed for all of them")
-        cal_z.append(z_by(reference, margins_of(table, channel, cal)))
-        test_z.append(z_by(reference, margins_of(table, channel, test)))
-    return cal, test, np.mean(cal_z, axis=0), np.mean(test_z, axis=0)
+    references = [np.concatenate([margins_of(t, ch, rows(ch, "calibration"))
+                                  for ch in ("wideband", "mulaw8k")]) for t in tables]
+    return (cal, test,
+            tvc.ensemble_margins([margins_of(t, channel, cal) for t in tables], references),
+            tvc.ensemble_margins([margins_of(t, channel, test) for t in tables], references))
 
 
 def z_by(reference: np.ndarray, values: np.ndarray) -> np.ndarray:

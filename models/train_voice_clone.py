@@ -532,12 +532,24 @@ def margins(model: torch.nn.Module, windows: np.ndarray, batch: int = 32) -> np.
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def genuine_reference(net: torch.nn.Module, genuine_cal: list[Item]) -> np.ndarray:
+    """A member's margins on the genuine calibration files, wideband and μ-law together
+    (at run time the channel is unknown): what its z-scores are taken against."""
+    return np.concatenate([margins(net, channel_windows(genuine_cal, ch))
+                           for ch in ("wideband", "mulaw8k")])
+
+
 def seed_ensemble(nets: list[VoiceCloneNet], genuine_cal: list[Item]) -> SeedEnsemble:
-    """The members as one model, each margin z-scored against the genuine calibration
-    files' windows, wideband and μ-law together (at run time the channel is unknown)."""
-    refs = [np.concatenate([margins(net, channel_windows(genuine_cal, ch))
-                            for ch in ("wideband", "mulaw8k")]) for net in nets]
+    """The members as one model, each margin z-scored by :func:`genuine_reference`."""
+    refs = [genuine_reference(net, genuine_cal) for net in nets]
     return SeedEnsemble(nets, [float(r.mean()) for r in refs], [float(r.std()) for r in refs])
+
+
+def ensemble_margins(members: list[np.ndarray], references: list[np.ndarray]) -> np.ndarray:
+    """What SeedEnsemble computes, from margins already scored: each member's as a
+    z-score against its ``references`` (:func:`genuine_reference`), averaged."""
+    return np.mean([(m - r.mean()) / r.std() for m, r in zip(members, references, strict=True)],
+                   axis=0)
 
 
 # -------------------------------------------------------------- evaluation

@@ -54,6 +54,13 @@ def test_a_seed_ensemble_exports_as_one_graph_whose_margin_is_the_mean_member_z_
     each = [tvc.margins(m, windows) for m in members]
     expected = ((each[0] - 0.5) / 2.0 + (each[1] + 1.0) / 0.25) / 2
     assert np.allclose(tvc.margins(ensemble, windows), expected, atol=1e-5)
+    # the same mean from margins already scored, as the leave-one-family-out benches take it
+    references = [np.array([-1.5, 2.5]), np.array([-1.25, -0.75])]  # means 0.5, -1; sds 2, 0.25
+    assert np.allclose(tvc.ensemble_margins(each, references), expected, atol=1e-5)
+    from bench import loso
+
+    assert loso.combined(each, references) == pytest.approx(expected, abs=1e-5)
+    assert loso.combined(each[:1], references[:1]) is each[0]
     path = tmp_path / "ensemble.onnx"
     tvc.export_onnx(ensemble, path)
     assert tvc.verify_onnx(ensemble, path, windows) < 1e-3
