@@ -108,3 +108,20 @@ def test_ensemble_members_scored_on_other_files_are_refused(tmp_path):
     b.write_text(a.read_text().replace("s1", "s9"))
     with pytest.raises(SystemExit, match="split-seed"):
         rp.mean_margins([rp.read_scores(a), rp.read_scores(b)], "wideband")
+
+
+def test_the_committed_ensemble_rows_belong_to_the_shipped_cue_and_have_five_members():
+    """A refit cue must be followed by a rerun of the ensemble rows too."""
+    from bench import eer as eer_bench
+
+    doc = json.loads((eer_bench.OUT / "phase_cue_lofo_ensemble.json").read_text())
+    assert doc["fused_as_in"] == rp.shipped_cue().version
+    rows = doc["fusion_with_loso_rows"]
+    assert {"channel-vocoder-ensemble5", "world-vc-ensemble5"} <= set(rows)
+    for name, row in rows.items():
+        family = row["held_out"]
+        assert name == f"{family}-ensemble5"
+        assert row["members"] == [family] + [f"{family}-seed{s}" for s in range(1, 5)]
+        for channel in ("wideband", "mulaw8k"):
+            low, high = row[f"eer_ci95_pct_fused_{channel}"]
+            assert low <= row[f"eer_pct_fused_{channel}"] <= high
