@@ -324,9 +324,10 @@ def main(argv: list[str] | None = None) -> int:
             entry = rows_out.setdefault(row, {"held_out": test[0]["held_out"],
                                               "n_spoof": int(y.sum()),
                                               "n_bonafide": int((y == 0).sum()),
-                                              "n_calibration_bonafide": len(cal)})
+                                              "n_calibration_bonafide": len(cal),
+                                              **({"members": [path.stem for path in paths]}
+                                                 if len(paths) > 1 else {})})
             if len(paths) > 1:
-                entry["members"] = [path.stem for path in paths]
                 entry[f"eer_pct_cnn_members_{channel}"] = [
                     round(100 * eer(margins_of(t, channel, test), y)[0], 2) for t in tables]
             scores = {"cnn": cnn, "rps": rps,

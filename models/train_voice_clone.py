@@ -745,6 +745,8 @@ def main(argv: list[str] | None = None) -> int:
                          "batch is its own source recording, with the same crop and "
                          "degradations (see resynthesis_sources)")
     args = ap.parse_args(argv)
+    if args.members < 1:
+        ap.error("--members must be at least 1")
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     t_start = time.time()
@@ -782,8 +784,6 @@ def main(argv: list[str] | None = None) -> int:
     babble = [it.audio for it in by_split["train"] if it.label == 0]
     cfg = TrainConfig(steps=args.steps, seed=args.seed, time_branch=args.time_branch,
                       paired=args.paired)
-    if args.members < 1:
-        ap.error("--members must be at least 1")
     t_train = time.time()
     nets = []
     for i in range(args.members):
