@@ -29,8 +29,10 @@ Part 3, leave-one-family-out: the table of bench/results/loso.json (written
 by bench/loso.py, ~20 min; not rerun here) folded into eer.json, and beside it
 the detector as it runs by default, each held-out CNN fused with the phase cue
 (bench/results/phase_cue_lofo.json, written by bench/relative_phase.py from
-bench.loso --scores files, with bootstrap intervals). ``--lofo-only`` refolds
-both without rerunning the rest.
+bench.loso --scores files, with bootstrap intervals; when the shipped CNN is a
+seed ensemble, the ensembles of as many held-out retrains,
+phase_cue_lofo_ensemble.json). ``--lofo-only`` refolds both without rerunning
+the rest.
 
 Part 4, families the shipped model never saw: every generated file of each
 spoof family missing from the sidecar's ``trained_families`` (the vocoder
@@ -90,6 +92,7 @@ SHARED_AASIST = REPO.parent / "shared" / "reference" / "aasist"
 SPLITS = REPO / "models" / "splits.json"
 LOSO = REPO / "bench" / "results" / "loso.json"
 PHASE_LOFO = REPO / "bench" / "results" / "phase_cue_lofo.json"
+PHASE_LOFO_ENSEMBLE = REPO / "bench" / "results" / "phase_cue_lofo_ensemble.json"
 CORPUS = REPO / ".data" / "corpus"
 OUT = REPO / "bench" / "results"
 SHARED_FAMILY = {"spoof_piper": "piper-joe", "spoof_espeak": "espeak-ng",
@@ -415,23 +418,48 @@ def lofo_table() -> dict:
             "table": table}
 
 
+def shipped_members() -> int:
+    """How many training seeds the shipped CNN averages (1: a single model)."""
+    sidecar = json.loads(bundled_model_path().with_suffix(".json").read_text())
+    return len(sidecar.get("ensemble", {}).get("member_seeds", [0]))
+
+
 def lofo_with_phase_cue_table() -> dict:
     """Leave-one-family-out of the CNN fused with the phase cue as it ships
-    (bench/relative_phase.py's rows), folded in (not rerun)."""
+    (bench/relative_phase.py's rows), folded in (not rerun). When the shipped CNN
+    is a seed ensemble, each family's row is the ensemble of as many held-out
+    retrains (phase_cue_lofo_ensemble.json); a family not yet measured so keeps
+    its single-seed row, and ``n_cnn_members`` says which a row is."""
     if not PHASE_LOFO.exists():
         return {"skipped": f"{PHASE_LOFO.relative_to(REPO)} not found (run python -m "
                            "bench.relative_phase on bench.loso --scores files)"}
-    doc = json.loads(PHASE_LOFO.read_text())
-    table = {e["held_out"]: {"n_spoof": e["n_spoof"], "n_bonafide": e["n_bonafide"],
-                             **{f"{what}_{ch}": e[f"{what}_fused_{ch}"]
-                                for what in ("eer_pct", "eer_ci95_pct")
-                                for ch in ("wideband", "mulaw8k")},
-                             **{f"eer_pct_cnn_alone_{ch}": e[f"eer_pct_cnn_{ch}"]
-                                for ch in ("wideband", "mulaw8k")}}
-             for e in doc["fusion_with_loso_rows"].values()}
-    return {"source": "bench/results/phase_cue_lofo.json (bench/relative_phase.py)",
-            "detector": f"held-out CNN + {doc.get('fused_as_in', 'phase cue')}",
-            "protocol": doc["protocol"], "bootstrap": doc.get("bootstrap"), "table": table}
+    docs = [json.loads(PHASE_LOFO.read_text())]
+    members = shipped_members()
+    if members > 1:
+        docs.insert(0, json.loads(PHASE_LOFO_ENSEMBLE.read_text()))
+        if docs[0]["fused_as_in"] != docs[1]["fused_as_in"]:
+            raise SystemExit(f"error: {PHASE_LOFO_ENSEMBLE.name} and {PHASE_LOFO.name} were "
+                             "scored with different phase cues: rerun bench.relative_phase")
+    table: dict[str, dict] = {}
+    for doc in docs:
+        for name, e in doc["fusion_with_loso_rows"].items():
+            n = len(e.get("members", [name]))
+            if e["held_out"] in table or n not in (1, members):
+                continue
+            table[e["held_out"]] = {
+                "n_spoof": e["n_spoof"], "n_bonafide": e["n_bonafide"], "n_cnn_members": n,
+                **{f"{what}_{ch}": e[f"{what}_fused_{ch}"]
+                   for what in ("eer_pct", "eer_ci95_pct") for ch in ("wideband", "mulaw8k")},
+                **{f"eer_pct_cnn_alone_{ch}": e[f"eer_pct_cnn_{ch}"]
+                   for ch in ("wideband", "mulaw8k")}}
+    cnn = "held-out CNN" if members == 1 else (
+        f"held-out {members}-seed CNN ensemble (single seed where n_cnn_members is 1)")
+    return {"source": ", ".join(f"bench/results/{p.name}" for p in
+                                ([PHASE_LOFO_ENSEMBLE] if members > 1 else []) + [PHASE_LOFO])
+            + " (bench/relative_phase.py)",
+            "detector": f"{cnn} + {docs[0].get('fused_as_in', 'phase cue')}",
+            "protocol": docs[0]["protocol"], "bootstrap": docs[0].get("bootstrap"),
+            "table": table}
 
 
 # ------------------------------------------------------------------ report

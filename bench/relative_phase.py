@@ -75,7 +75,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "models"))
 
 import train_voice_clone as tvc  # noqa: E402
-from fit_phase_cue import PHASE_WEIGHT, cnn_margins, shipped_split  # noqa: E402
+from fit_phase_cue import PHASE_WEIGHT, cnn_margins, model_split  # noqa: E402
 
 OUT = REPO / "bench" / "results" / "relative_phase.json"
 
@@ -216,7 +216,7 @@ def shipped_fusion(items: dict, features: Features) -> dict:
     from streamguard.detectors import VoiceCloneDetector
     from streamguard.inference import OnnxModel
 
-    split_of = shipped_split(items)
+    split_of = model_split(items, bundled_model_path())
     model = OnnxModel(bundled_model_path())
     cue = shipped_cue()
     detector = VoiceCloneDetector(model.info, cue)

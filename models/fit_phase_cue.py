@@ -18,6 +18,11 @@ test file shapes it:
    probability means what it says.
 
     .venv/bin/python models/fit_phase_cue.py     # ~3 min; needs the generated corpus
+    .venv/bin/python models/fit_phase_cue.py --model .data/candidate/voice_clone.onnx
+
+``--model`` fits the cue for a candidate instead (written beside it, from the
+splits.json the trainer wrote beside it), so the release gate
+(``bench.failure_modes --model ... --gate``) judges the pair that would ship.
 
 Deterministic: no random draws; the same corpus gives the same file.
 """
@@ -50,7 +55,7 @@ from streamguard.inference.onnx_model import Calibration, OnnxModel  # noqa: E40
 
 VERSION = "rps-1.2.0"
 CHANNELS = ("wideband", "mulaw8k")
-OUT = REPO / "streamguard" / "models" / PHASE_CUE_FILE
+SHIPPED_SPLITS = REPO / "models" / "splits.json"
 # The music model's music: the CNN's training music and game music of three more
 # Debian packages (orchestral, electronic, pop), never what the failure-mode bench
 # plays (asterisk-moh-opsound-g722 on hold and under speech, hedgewars-data).
@@ -72,9 +77,11 @@ PHASE_WEIGHT = 0.7
 MUSIC_HOP = 32_000  # 2 s between the starts of 4.04 s music windows
 
 
-def shipped_split(items: dict[str, tvc.Item]) -> dict[str, str]:
-    """Each corpus key's split in models/splits.json ('' for files it does not list)."""
-    splits = json.loads((REPO / "models" / "splits.json").read_text())
+def model_split(items: dict[str, tvc.Item], model_path: Path) -> dict[str, str]:
+    """Each corpus key's split in the model's splits.json ('' for files it does not list):
+    the one beside a candidate, else models/splits.json (the shipped model's)."""
+    beside = model_path.with_name("splits.json")
+    splits = json.loads((beside if beside.exists() else SHIPPED_SPLITS).read_text())
     return {key: splits[key.split("/", 1)[0]].get(key.split("/", 1)[1], "") for key in items}
 
 
@@ -110,8 +117,7 @@ def music_model() -> GenuinePhaseModel:
     return GenuinePhaseModel.fit(np.stack(features))
 
 
-def fit(items: dict[str, tvc.Item], model: OnnxModel) -> PhaseCue:
-    split = shipped_split(items)
+def fit(items: dict[str, tvc.Item], model: OnnxModel, split: dict[str, str]) -> PhaseCue:
     genuine_train = [it for k, it in items.items() if it.label == 0 and split[k] == "train"]
     calibration = [it for k, it in items.items() if split[k] == "calib"]
     genuine = GenuinePhaseModel.fit(np.vstack([
@@ -143,13 +149,15 @@ def fit(items: dict[str, tvc.Item], model: OnnxModel) -> PhaseCue:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--model", type=Path, default=bundled_model_path(),
+                    help="ONNX model with its sidecar JSON (default: the shipped one); the "
+                         "cue is written beside it")
     args = ap.parse_args(argv)
     if not tvc.corpus_ready():
         raise SystemExit("error: no generated corpus: run models/synth_corpus.py first")
     items = {it.key: it for it in tvc.load_all(tvc.gather(True, 0))}
-    model = OnnxModel(bundled_model_path())
-    cue = fit(items, model)
+    model = OnnxModel(args.model)
+    cue = fit(items, model, model_split(items, args.model))
     doc = {"_doc": ("Relative-phase cue fused with the voice-clone CNN named in pairs_with; "
                     "written by models/fit_phase_cue.py, read by "
                     "streamguard/detectors/phase_cue.py"),
@@ -162,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
                       "references": "genuine calibration split, both channels",
                       "calibration": "calibration split, genuine and spoof, both channels, "
                                      "balanced by class and family"}}
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
-    tvc.log(f"wrote {args.out} ({cue.version}, pairs with {cue.pairs_with})")
+    out = args.model.with_name(PHASE_CUE_FILE)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    tvc.log(f"wrote {out} ({cue.version}, pairs with {cue.pairs_with})")
     return 0
 
 

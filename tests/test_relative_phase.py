@@ -125,3 +125,43 @@ def test_the_committed_ensemble_rows_belong_to_the_shipped_cue_and_have_five_mem
         for channel in ("wideband", "mulaw8k"):
             low, high = row[f"eer_ci95_pct_fused_{channel}"]
             assert low <= row[f"eer_pct_fused_{channel}"] <= high
+
+
+def _row(family, members, eer):
+    return {"held_out": family, "n_spoof": 10, "n_bonafide": 20, "members": members,
+            **{f"{what}_{ch}": value for ch in ("wideband", "mulaw8k")
+               for what, value in (("eer_pct_fused", eer), ("eer_ci95_pct_fused", [0.0, eer]),
+                                   ("eer_pct_cnn", 2 * eer))}}
+
+
+def test_an_ensemble_detector_folds_ensemble_rows_and_single_seeds_where_it_must(
+        tmp_path, monkeypatch):
+    from bench import eer as eer_bench
+
+    single = {"fused_as_in": "rps-x", "protocol": "p", "fusion_with_loso_rows": {
+        "world-vc": _row("world-vc", ["world-vc"], 9.0),
+        "flite": _row("flite", ["flite"], 1.0)}}
+    ensemble = {"fused_as_in": "rps-x", "protocol": "p", "fusion_with_loso_rows": {
+        "world-vc-ensemble5": _row("world-vc", [f"w{s}" for s in range(5)], 4.0),
+        "flite-ensemble3": _row("flite", ["a", "b", "c"], 0.5)}}
+    for name, doc in (("single.json", single), ("ensemble.json", ensemble)):
+        (tmp_path / name).write_text(json.dumps(doc))
+    monkeypatch.setattr(eer_bench, "PHASE_LOFO", tmp_path / "single.json")
+    monkeypatch.setattr(eer_bench, "PHASE_LOFO_ENSEMBLE", tmp_path / "ensemble.json")
+
+    monkeypatch.setattr(eer_bench, "shipped_members", lambda: 5)
+    table = eer_bench.lofo_with_phase_cue_table()["table"]
+    assert (table["world-vc"]["n_cnn_members"], table["world-vc"]["eer_pct_mulaw8k"]) == (5, 4.0)
+    # a three-member row is not the shipped detector: the single seed stands in, marked
+    assert (table["flite"]["n_cnn_members"], table["flite"]["eer_pct_wideband"]) == (1, 1.0)
+    assert table["flite"]["eer_pct_cnn_alone_wideband"] == 2.0
+
+    monkeypatch.setattr(eer_bench, "shipped_members", lambda: 1)
+    table = eer_bench.lofo_with_phase_cue_table()["table"]
+    assert table["world-vc"]["n_cnn_members"] == 1 and table["world-vc"]["eer_pct_wideband"] == 9.0
+
+    ensemble["fused_as_in"] = "rps-y"
+    (tmp_path / "ensemble.json").write_text(json.dumps(ensemble))
+    monkeypatch.setattr(eer_bench, "shipped_members", lambda: 5)
+    with pytest.raises(SystemExit, match="different phase cues"):
+        eer_bench.lofo_with_phase_cue_table()
