@@ -420,8 +420,8 @@ def lofo_table() -> dict:
 
 def shipped_members() -> int:
     """How many training seeds the shipped CNN averages (1: a single model)."""
-    sidecar = json.loads(bundled_model_path().with_suffix(".json").read_text())
-    return len(sidecar.get("ensemble", {}).get("member_seeds", [0]))
+    sidecar = ModelInfo.from_sidecar(bundled_model_path().with_suffix(".json"))
+    return len(sidecar.extra.get("ensemble", {}).get("member_seeds", [0]))
 
 
 def lofo_with_phase_cue_table() -> dict:
@@ -433,13 +433,12 @@ def lofo_with_phase_cue_table() -> dict:
     if not PHASE_LOFO.exists():
         return {"skipped": f"{PHASE_LOFO.relative_to(REPO)} not found (run python -m "
                            "bench.relative_phase on bench.loso --scores files)"}
-    docs = [json.loads(PHASE_LOFO.read_text())]
     members = shipped_members()
-    if members > 1:
-        docs.insert(0, json.loads(PHASE_LOFO_ENSEMBLE.read_text()))
-        if docs[0]["fused_as_in"] != docs[1]["fused_as_in"]:
-            raise SystemExit(f"error: {PHASE_LOFO_ENSEMBLE.name} and {PHASE_LOFO.name} were "
-                             "scored with different phase cues: rerun bench.relative_phase")
+    paths = [PHASE_LOFO_ENSEMBLE, PHASE_LOFO] if members > 1 else [PHASE_LOFO]
+    docs = [json.loads(path.read_text()) for path in paths]
+    if len({doc.get("fused_as_in") for doc in docs}) > 1:
+        raise SystemExit(f"error: {PHASE_LOFO_ENSEMBLE.name} and {PHASE_LOFO.name} were "
+                         "scored with different phase cues: rerun bench.relative_phase")
     table: dict[str, dict] = {}
     for doc in docs:
         for name, e in doc["fusion_with_loso_rows"].items():
@@ -454,8 +453,7 @@ def lofo_with_phase_cue_table() -> dict:
                    for ch in ("wideband", "mulaw8k")}}
     cnn = "held-out CNN" if members == 1 else (
         f"held-out {members}-seed CNN ensemble (single seed where n_cnn_members is 1)")
-    return {"source": ", ".join(f"bench/results/{p.name}" for p in
-                                ([PHASE_LOFO_ENSEMBLE] if members > 1 else []) + [PHASE_LOFO])
+    return {"source": ", ".join(f"bench/results/{path.name}" for path in paths)
             + " (bench/relative_phase.py)",
             "detector": f"{cnn} + {docs[0].get('fused_as_in', 'phase cue')}",
             "protocol": docs[0]["protocol"], "bootstrap": docs[0].get("bootstrap"),

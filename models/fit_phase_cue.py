@@ -79,9 +79,13 @@ MUSIC_HOP = 32_000  # 2 s between the starts of 4.04 s music windows
 
 def model_split(items: dict[str, tvc.Item], model_path: Path) -> dict[str, str]:
     """Each corpus key's split in the model's splits.json ('' for files it does not list):
-    the one beside a candidate, else models/splits.json (the shipped model's)."""
-    beside = model_path.with_name("splits.json")
-    splits = json.loads((beside if beside.exists() else SHIPPED_SPLITS).read_text())
+    models/splits.json for the shipped model, the one the trainer wrote beside a candidate."""
+    path = (SHIPPED_SPLITS if model_path.resolve() == bundled_model_path().resolve()
+            else model_path.with_name("splits.json"))
+    if not path.exists():
+        raise SystemExit(f"error: {path} not found: a candidate's cue is fitted on the split "
+                         "train_voice_clone.py wrote beside it")
+    splits = json.loads(path.read_text())
     return {key: splits[key.split("/", 1)[0]].get(key.split("/", 1)[1], "") for key in items}
 
 
