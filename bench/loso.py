@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-branch", action="store_true",
                     help="retrain with VoiceCloneNet's time-domain branch")
     ap.add_argument("--music", action="store_true",
-                    help="train with the trainer's music bed (augment.MusicBed)")
+                    help="train with the trainer's music bed (augment.SoundBed)")
     ap.add_argument("--paired", type=float, default=0.0,
                     help="P(a resynthesised spoof is paired with its own genuine source)")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         doc = run(fams, args.steps, seeds, use_corpus, args.time_branch, args.music,
                   args.paired, args.scores, args.split_seed)
-    except (tvc.MissingFamilyError, tvc.MissingMusicError) as exc:
+    except (tvc.MissingFamilyError, tvc.MissingSoundsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     doc["wall_seconds"] = round(time.time() - t0)

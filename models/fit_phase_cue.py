@@ -103,7 +103,7 @@ def music_tracks() -> list[np.ndarray]:
     for package, pattern in PHASE_MUSIC.items():
         try:
             found, _ = tvc.debian_audio(package, pattern, "the music model")
-        except tvc.MissingMusicError as exc:
+        except tvc.MissingSoundsError as exc:
             raise SystemExit(f"error: {exc}") from exc
         tracks += [track[:MUSIC_SECONDS * 16_000] for track in found]
     return tracks

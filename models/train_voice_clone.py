@@ -408,30 +408,40 @@ class TrainConfig:
     log_every: int = 50
     time_branch: bool = False  # VoiceCloneNet's 1 ms sub-band envelope branch
     paired: float = 0.0  # P(a resynthesised spoof's genuine partner is its own source)
+    crowd: float = 0.0  # P(augment.add_crowd instead of the ordinary noise draw)
 
 
-# Music for augment.MusicBed: a Debian package the failure-mode bench does not use
+# Music for augment.SoundBed: a Debian package the failure-mode bench does not use
 # (its music-on-hold conditions play asterisk-moh-opsound-g722), so the release gate
 # still hears music the model never trained on.
 MUSIC_DEB = "lincity-ng-data"
 MUSIC_DIR = "usr/share/games/lincity-ng/music/default"
 MUSIC_STREAM = 123  # the music bed's generator is seeded with seed + this
+# Human non-lexical vocalisations (acted cries, grunts, groans, a laugh) for a second
+# bed; the gate's laughter conditions play hedgewars-data, which training never hears.
+VOCAL_DEB = "wesnoth-1.16-data"
+VOCAL_DIR = "usr/share/games/wesnoth/1.16/data/core/sounds"
+VOCAL_PATTERNS = ("human-*.ogg", "dwarf-*.ogg", "dwarf-laugh.wav", "elf-hit-*.ogg",
+                  "groan.wav", "ugg.wav")
+VOCAL_STREAM = 321  # the vocalisation bed's generator is seeded with seed + this
+VOCAL_REELS = 8
+VOCAL_REEL_SECONDS = 30.0
 
 
-class MissingMusicError(RuntimeError):
+class MissingSoundsError(RuntimeError):
     pass
 
 
 def debian_audio(package: str, pattern: str, purpose: str,
                  cache: Path = REPO / ".data" / "cache") -> tuple[list[np.ndarray], list[str]]:
     """The 16 kHz tracks matching ``pattern`` inside a Debian package (fetched once with
-    apt-get download) and their names; MissingMusicError, naming the fix, without them."""
+    apt-get download) and their names; MissingSoundsError, naming the fix, without them."""
     import synth_corpus
 
     src = synth_corpus.ensure_deb(package, cache)
     paths = sorted(src.glob(pattern)) if src is not None else []
     if not paths:
-        raise MissingMusicError(
+        raise MissingSoundsError(
             f"{purpose} needs the Debian package {package} (apt-get download {package} "
             f"failed or it has no {pattern}); fetch it where apt works, into {cache / 'debs'}")
     tracks = [synth_corpus.to_16k(*synth_corpus.load_audio(p)).astype(np.float32)
@@ -442,6 +452,31 @@ def debian_audio(package: str, pattern: str, purpose: str,
 def music_tracks(cache: Path = REPO / ".data" / "cache") -> tuple[list[np.ndarray], list[str]]:
     """The tracks of MUSIC_DEB, the music bed's, and their names."""
     return debian_audio(MUSIC_DEB, f"{MUSIC_DIR}/*.ogg", "--music (or train without it)", cache)
+
+
+def vocalisation_reels(seed: int, cache: Path = REPO / ".data" / "cache"
+                       ) -> tuple[list[np.ndarray], list[str]]:
+    """VOCAL_REELS reels of VOCAL_DEB's human vocalisations, back to back in a seeded
+    random order at random levels (±6 dB) with 0.1-0.8 s of silence between them, as
+    someone laughs or groans on a call; and the clips' names."""
+    clips: list[np.ndarray] = []
+    names: list[str] = []
+    for pattern in VOCAL_PATTERNS:
+        found, found_names = debian_audio(VOCAL_DEB, f"{VOCAL_DIR}/{pattern}",
+                                          "--vocalisations (or train without it)", cache)
+        clips += found
+        names += found_names
+    rng = np.random.default_rng(seed + VOCAL_STREAM)
+    reels = []
+    for _ in range(VOCAL_REELS):
+        parts: list[np.ndarray] = []
+        while sum(len(p) for p in parts) < VOCAL_REEL_SECONDS * SAMPLE_RATE:
+            for i in rng.permutation(len(clips)):
+                level = np.float32(10 ** (rng.uniform(-6, 6) / 20))
+                parts += [clips[i] * level,
+                          np.zeros(int(rng.uniform(0.1, 0.8) * SAMPLE_RATE), np.float32)]
+        reels.append(np.clip(np.concatenate(parts), -1.0, 1.0))
+    return reels, names
 
 
 def resynthesis_sources(items: list[Item]) -> dict[str, Item]:
@@ -465,7 +500,8 @@ def resynthesis_sources(items: list[Item]) -> dict[str, Item]:
 
 
 def train(items: list[Item], cfg: TrainConfig, babble: list[np.ndarray],
-          music: list[np.ndarray] | None = None) -> VoiceCloneNet:
+          music: list[np.ndarray] | None = None,
+          vocal: list[np.ndarray] | None = None) -> VoiceCloneNet:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = VoiceCloneNet(time_branch=cfg.time_branch)
@@ -473,8 +509,10 @@ def train(items: list[Item], cfg: TrainConfig, babble: list[np.ndarray],
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
                                                 pct_start=0.15)
     sampler = BalancedSampler(items, rng)
-    bed = (augment.MusicBed(music, np.random.default_rng(cfg.seed + MUSIC_STREAM))
+    bed = (augment.SoundBed(music, np.random.default_rng(cfg.seed + MUSIC_STREAM))
            if music else None)
+    vocal_bed = (augment.SoundBed(vocal, np.random.default_rng(cfg.seed + VOCAL_STREAM),
+                                  p_mix=0.1, p_alone=0.05) if vocal else None)
     sources = resynthesis_sources(items) if cfg.paired > 0 else {}
     model.train()
     t0 = time.time()
@@ -483,11 +521,17 @@ def train(items: list[Item], cfg: TrainConfig, babble: list[np.ndarray],
     def view(audio: np.ndarray, r: np.random.Generator) -> np.ndarray:
         if r.random() < cfg.p_speed:
             audio = augment.speed(audio, r)
-        return augment.augment(random_crop(audio, r), r, babble, p_clean=cfg.p_clean, music=bed)
+        crop = random_crop(audio, r)
+        if vocal_bed is not None and (mixed := vocal_bed.mix(crop)) is not None:
+            crop = mixed
+        return augment.augment(crop, r, babble, p_clean=cfg.p_clean, music=bed,
+                               crowd=cfg.crowd)
 
     def genuine() -> np.ndarray:
-        audio = bed.alone() if bed is not None else None
-        return sampler.draw(0).audio if audio is None else audio
+        for sound_bed in (bed, vocal_bed):
+            if sound_bed is not None and (audio := sound_bed.alone()) is not None:
+                return audio
+        return sampler.draw(0).audio
 
     for step in range(1, cfg.steps + 1):
         labels = np.array([i % 2 for i in range(cfg.batch)])
@@ -738,12 +782,20 @@ def main(argv: list[str] | None = None) -> int:
                          "hnm-vocoder left out (they were added to the generator after it, "
                          "as was channel-vocoder: leave it out too to retrain 1.0.0)")
     ap.add_argument("--music", action="store_true",
-                    help=f"augment.MusicBed with the tracks of the Debian package {MUSIC_DEB} "
+                    help=f"augment.SoundBed with the tracks of the Debian package {MUSIC_DEB} "
                          "(not in 1.0.0; what lets the time branch pass the release gate)")
     ap.add_argument("--paired", type=float, default=0.0,
                     help="probability that a resynthesised spoof's genuine partner in the "
                          "batch is its own source recording, with the same crop and "
                          "degradations (see resynthesis_sources)")
+    ap.add_argument("--crowd", type=float, default=0.0,
+                    help="probability that a clip's noise is augment.add_crowd (4-12 "
+                         "talkers at 0-10 dB SNR, music under them the bed's share of "
+                         "the time) instead of the ordinary noise draw")
+    ap.add_argument("--vocalisations", action="store_true",
+                    help=f"a second augment.SoundBed of human cries, groans and laughs "
+                         f"from the Debian package {VOCAL_DEB}: under 10 %% of clips of "
+                         f"both classes, alone as 5 %% of genuine clips")
     args = ap.parse_args(argv)
     if args.members < 1:
         ap.error("--members must be at least 1")
@@ -768,7 +820,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         music, music_names = music_tracks() if args.music else ([], [])
-    except MissingMusicError as exc:
+        vocal, vocal_names = (vocalisation_reels(args.seed) if args.vocalisations
+                              else ([], []))
+    except MissingSoundsError as exc:
         log(f"error: {exc}")
         return 2
     if args.out.resolve() == (MODEL_DIR / "voice_clone.onnx").resolve():
@@ -783,13 +837,14 @@ def main(argv: list[str] | None = None) -> int:
 
     babble = [it.audio for it in by_split["train"] if it.label == 0]
     cfg = TrainConfig(steps=args.steps, seed=args.seed, time_branch=args.time_branch,
-                      paired=args.paired)
+                      paired=args.paired, crowd=args.crowd)
     t_train = time.time()
     nets = []
     for i in range(args.members):
         if args.members > 1:
             log(f"member {i + 1} of {args.members}: seed {args.seed + i}")
-        nets.append(train(by_split["train"], replace(cfg, seed=args.seed + i), babble, music))
+        nets.append(train(by_split["train"], replace(cfg, seed=args.seed + i), babble, music,
+                          vocal))
     train_s = time.time() - t_train
 
     # Calibration: wideband + phone-channel windows of the calibration split.
@@ -861,6 +916,8 @@ def main(argv: list[str] | None = None) -> int:
             + (" --time-branch" if args.time_branch else "")
             + (" --music" if args.music else "")
             + (f" --paired {args.paired}" if args.paired else "")
+            + (f" --crowd {args.crowd}" if args.crowd else "")
+            + (" --vocalisations" if args.vocalisations else "")
             + (f" --exclude-families {','.join(sorted(excluded))}" if excluded else "")
             + f" (torch {torch.__version__}, {args.threads} threads); data: shared corpus "
             f"../shared/data/speech (150 files)"
@@ -873,6 +930,9 @@ def main(argv: list[str] | None = None) -> int:
                      "p_speed": cfg.p_speed,
                      "music_bed": ({"debian_package": MUSIC_DEB, "tracks": music_names}
                                    if music else None),
+                     "crowd": cfg.crowd,
+                     "vocalisation_bed": ({"debian_package": VOCAL_DEB, "clips": vocal_names}
+                                          if vocal else None),
                      "train_seconds": round(train_s), "total_seconds":
                      round(time.time() - t_start),
                      "genuine_speakers_by_split": {s: len(v) for s, v

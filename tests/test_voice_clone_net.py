@@ -68,15 +68,15 @@ def test_a_seed_ensemble_exports_as_one_graph_whose_margin_is_the_mean_member_z_
         SeedEnsemble(members, centre=[0.0], scale=[1.0])
 
 
-def test_music_bed_mixes_music_under_speech_at_0_to_20_db():
+def test_sound_bed_mixes_its_sound_under_speech_at_0_to_20_db():
     import augment
 
     rng = np.random.default_rng(0)
     track = (0.3 * np.sin(2 * np.pi * 440 * np.arange(48000) / 16000)).astype(np.float32)
     speech = (0.1 * rng.standard_normal(16000)).astype(np.float32)
-    never = augment.MusicBed([track], np.random.default_rng(1), p_mix=0.0, p_alone=0.0)
+    never = augment.SoundBed([track], np.random.default_rng(1), p_mix=0.0, p_alone=0.0)
     assert never.mix(speech) is None and never.alone() is None
-    always = augment.MusicBed([track], np.random.default_rng(1), p_mix=1.0, p_alone=1.0)
+    always = augment.SoundBed([track], np.random.default_rng(1), p_mix=1.0, p_alone=1.0)
     for _ in range(20):
         added = always.mix(speech) - speech
         snr = 20 * np.log10(augment._rms(speech) / augment._rms(added))
@@ -89,8 +89,32 @@ def test_trainer_music_without_its_package_names_the_fix(monkeypatch, tmp_path):
     import synth_corpus
 
     monkeypatch.setattr(synth_corpus, "ensure_deb", lambda pkg, cache, fetch=True: None)
-    with pytest.raises(tvc.MissingMusicError, match="apt-get download lincity-ng-data"):
+    with pytest.raises(tvc.MissingSoundsError, match="apt-get download lincity-ng-data"):
         tvc.music_tracks(tmp_path)
+
+
+def test_trainer_vocalisations_without_their_package_name_the_fix(monkeypatch, tmp_path):
+    import synth_corpus
+
+    monkeypatch.setattr(synth_corpus, "ensure_deb", lambda pkg, cache, fetch=True: None)
+    with pytest.raises(tvc.MissingSoundsError, match=r"apt-get download wesnoth-1\.16-data"):
+        tvc.vocalisation_reels(0, tmp_path)
+
+
+def test_a_crowd_is_talkers_at_0_to_10_db_in_place_of_the_ordinary_noise():
+    import augment
+
+    rng = np.random.default_rng(0)
+    talkers = [(0.1 * rng.standard_normal(8000 + 500 * i)).astype(np.float32)
+               for i in range(6)]
+    speech = (0.05 * rng.standard_normal(16000)).astype(np.float32)
+    for seed in range(20):
+        noise = augment.add_crowd(speech, np.random.default_rng(seed), talkers) - speech
+        snr = 20 * np.log10(augment._rms(speech) / augment._rms(noise))
+        assert 0.0 <= snr <= 10.0 + 1e-3
+    crowded = augment.augment(speech, np.random.default_rng(3), talkers, p_clean=0.0, crowd=1.0)
+    plain = augment.augment(speech, np.random.default_rng(3), talkers, p_clean=0.0)
+    assert not np.array_equal(crowded, plain)
 
 
 def test_the_phase_cues_music_model_without_its_packages_names_the_fix(monkeypatch):
