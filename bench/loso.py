@@ -48,11 +48,13 @@ OUT = REPO / "bench" / "results" / "loso.json"
 
 
 def recipe(steps: int, seeds: list[int], time_branch: bool, music: bool, use_corpus: bool,
-           paired: float = 0.0, split_seed: int | None = None) -> dict:
+           paired: float = 0.0, split_seed: int | None = None, crowd: float = 0.0,
+           vocalisations: bool = False) -> dict:
     """What a table's rows share; --merge refuses a table whose recipe differs."""
     seed: int | list[int] = seeds[0] if len(seeds) == 1 else seeds  # a list: an ensemble
     doc = {"steps": steps, "seed": seed, "time_branch": time_branch, "music_bed": music,
            "paired": paired,  # tables made before pairing lack it: read as False == 0.0
+           "crowd": crowd, "vocalisations": vocalisations,  # likewise
            "corpus": "shared + generated" if use_corpus else "shared only"}
     if split_seed is not None and split_seed != seeds[0]:  # older tables split by the seed
         doc["split_seed"] = split_seed
@@ -67,8 +69,10 @@ def combined(members: list[np.ndarray], references: list[np.ndarray]) -> np.ndar
 
 def run(families: list[str] | None, steps: int, seeds: list[int], use_corpus: bool,
         time_branch: bool = False, music: bool = False, paired: float = 0.0,
-        scores: Path | None = None, split_seed: int | None = None) -> dict:
+        scores: Path | None = None, split_seed: int | None = None, crowd: float = 0.0,
+        vocalisations: bool = False) -> dict:
     tracks = tvc.music_tracks()[0] if music else []  # fails loudly, before any loading
+    vocal = tvc.vocalisation_reels(seeds[0])[0] if vocalisations else []
     items = tvc.gather(use_corpus, seeds[0] if split_seed is None else split_seed)
     tvc.log_family_counts(items)
     tvc.check_families(items, tvc.expected_spoof_families(use_corpus))  # fails loudly
@@ -104,8 +108,8 @@ def run(families: list[str] | None, steps: int, seeds: list[int], use_corpus: bo
         for seed in seeds:
             model = tvc.train(train, tvc.TrainConfig(steps=steps, seed=seed, log_every=100,
                                                      time_branch=time_branch,
-                                                     paired=paired),
-                              babble, tracks)
+                                                     paired=paired, crowd=crowd),
+                              babble, tracks, vocal)
             for ch, ms in per_seed.items():
                 ms.append(np.concatenate([tvc.margins(model, wins[ch]),
                                           tvc.margins(model, tvc.channel_windows(held, ch))]))
@@ -147,7 +151,8 @@ def run(families: list[str] | None, steps: int, seeds: list[int], use_corpus: bo
                      f"{steps} steps, seeds {seeds}); EER of all files of that family vs the "
                      "genuine speech of the test split; first 64600 samples per file; "
                      "wideband and 8 kHz μ-law round trip"),
-        **recipe(steps, seeds, time_branch, music, use_corpus, paired, split_seed),
+        **recipe(steps, seeds, time_branch, music, use_corpus, paired, split_seed, crowd,
+                 vocalisations),
         "families": results,
     }
 
@@ -179,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="train with the trainer's music bed (augment.SoundBed)")
     ap.add_argument("--paired", type=float, default=0.0,
                     help="P(a resynthesised spoof is paired with its own genuine source)")
+    ap.add_argument("--crowd", type=float, default=0.0,
+                    help="P(augment.add_crowd in place of the ordinary noise draw)")
+    ap.add_argument("--vocalisations", action="store_true",
+                    help="train with the trainer's vocalisation bed (augment.SoundBed)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--scores", type=Path, default=None,
                     help="also write every scored file's spoof margin to this CSV "
@@ -186,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--merge", action="store_true",
                     help="keep the other families' entries already in --out (each entry "
                          "lists the families it was trained on); refused when --out was "
-                         "made with other steps, seed, branch, music or corpus")
+                         "made with another recipe (steps, seeds, branch, beds, crowd, corpus)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     use_corpus = not args.no_corpus and tvc.corpus_ready()
@@ -196,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge and args.out.exists():
         old = json.loads(args.out.read_text())
         ours = recipe(args.steps, seeds, args.time_branch, args.music, use_corpus,
-                      args.paired, args.split_seed)
+                      args.paired, args.split_seed, args.crowd, args.vocalisations)
         clash = {k: (old.get(k, False), v) for k, v in ours.items() if old.get(k, False) != v}
         if clash:  # one table, one recipe: rows of another recipe would read as comparable
             print(f"error: {args.out} holds rows of another recipe ({clash}, as "
@@ -206,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     try:
         doc = run(fams, args.steps, seeds, use_corpus, args.time_branch, args.music,
-                  args.paired, args.scores, args.split_seed)
+                  args.paired, args.scores, args.split_seed, args.crowd, args.vocalisations)
     except (tvc.MissingFamilyError, tvc.MissingSoundsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

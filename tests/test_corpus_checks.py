@@ -127,6 +127,8 @@ def test_sdist_fetched_from_the_simple_index_with_its_hash_checked(sc, monkeypat
     ["--time-branch"],
     ["--seeds", "0,1,2"],  # an ensemble's rows are not one seed's
     ["--split-seed", "1"],  # other genuine test files
+    ["--crowd", "0.15"],
+    ["--vocalisations"],
 ])
 def test_loso_refuses_to_merge_rows_of_another_recipe(tmp_path, capsys, other):
     pytest.importorskip("torch")
